@@ -1,0 +1,87 @@
+"""Where every tool keeps its state: inside the workspace's run directory unless the user points
+elsewhere (RAY_ADDRESS, MLFLOW_TRACKING_URI, PREFECT_API_URL, a DVC remote). Call `configure`
+before importing Prefect or MLflow, since both read their settings at import."""
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+# Unix socket paths (Ray's plasma store, raylet) must stay under ~107 bytes.
+_RAY_TEMP_MAX = 48
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    workspace: Path
+    home: Path  # the run directory: .ganflow/ in the workspace unless GANFLOW_HOME says otherwise
+
+    @property
+    def ray_results(self) -> Path:
+        return self.home / "ray_results"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.home / "mlflow.db"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.home / "mlartifacts"
+
+    @property
+    def dvc_remote(self) -> Path:
+        return self.home / "dvc-remote"
+
+    @property
+    def ray_temp(self) -> Path:
+        preferred = self.home / "ray"
+        if len(str(preferred)) <= _RAY_TEMP_MAX:
+            return preferred
+        # Too long for Ray's sockets: a short, stable, per-run-dir folder under the system temp.
+        digest = hashlib.sha1(str(self.home).encode()).hexdigest()[:10]
+        return Path(tempfile.gettempdir()) / f"ganflow-ray-{digest}"
+
+
+def configure(workspace: Path) -> RunPaths:
+    workspace = workspace.resolve()
+    home = Path(os.environ.get("GANFLOW_HOME") or workspace / ".ganflow").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    paths = RunPaths(workspace, home)
+    defaults = {
+        "PREFECT_HOME": str(home / "prefect"),
+        # The first ephemeral Prefect API in a fresh PREFECT_HOME migrates its database (>20 s).
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{paths.mlflow_db}",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        # Ray Train V2 waits one health-check interval per report: 2 s by default.
+        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
+        "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",  # the patch echoes each worker print twice
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "DVC_NO_ANALYTICS": "1",
+        "DVC_SITE_CACHE_DIR": str(home / "dvc-site-cache"),
+        "GIT_PYTHON_REFRESH": "quiet",
+    }
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+    if not os.environ.get("RAY_ADDRESS"):
+        # A local Ray cluster's auth token lives in the run dir, not in ~/.ray (a cluster brings its own).
+        os.environ.setdefault("RAY_AUTH_TOKEN_PATH", str(_ray_token(home)))
+    os.environ["GANFLOW_HOME"] = str(home)
+    return paths
+
+
+def _ray_token(home: Path) -> Path:
+    path = home / "ray_auth_token"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+    return path
+
+
+def local_mlflow() -> bool:
+    return os.environ.get("MLFLOW_TRACKING_URI", "").startswith("sqlite:")

@@ -1,0 +1,5 @@
+"""Errors that are the user's to fix: the CLI prints them as one clear message, never a traceback."""
+
+
+class UserError(Exception):
+    """A mistake in input or configuration; the message says what to change."""

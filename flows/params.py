@@ -1,0 +1,178 @@
+"""params.yaml: the one validated configuration of a ganflow workspace (DVC reads the same file)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from flows.errors import UserError
+from gan_core.config import LossConfig, ModelConfig, Strict
+
+PARAMS_FILE = "params.yaml"
+
+
+class DataConfig(Strict):
+    name: str = Field("digits", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    source: str = Field("digits", description="'digits' (bundled with scikit-learn) or a folder/zip of images")
+    image_size: Literal[8, 16, 32, 64] = 8
+    channels: Literal[1, 3] = 1
+    holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    seed: int = 0
+
+
+class ClassifierConfig(Strict):
+    epochs: int = Field(30, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    feature_dim: int = Field(64, ge=2)
+    seed: int = 0
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(64, ge=2, description="global batch, split across workers")
+    lr_g: float = Field(2e-4, gt=0.0)
+    lr_d: float = Field(2e-4, gt=0.0)
+    betas: tuple[float, float] = (0.5, 0.999)
+    n_critic: int = Field(1, ge=1)
+    seed: int = 0
+    num_workers: int = Field(2, ge=1)
+    use_gpu: Literal["auto", True, False] = "auto"
+    checkpoint_every: int = Field(5, ge=1, description="epochs between checkpoints")
+    keep_checkpoints: int = Field(2, ge=1)
+    max_failures: int = Field(2, ge=0, description="worker failures Ray Train recovers from")
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in v):
+            raise ValueError("each beta must be in [0, 1)")
+        return v
+
+
+class EvalConfig(Strict):
+    num_samples: int = Field(1000, ge=10)
+    seed: int = 1234
+
+
+class RegistryConfig(Strict):
+    model_name: str | None = Field(None, description="default: ganflow-<data.name>")
+    experiment: str | None = Field(None, description="MLflow experiment; default: ganflow-<data.name>")
+
+
+class Params(Strict):
+    data: DataConfig = DataConfig()
+    classifier: ClassifierConfig = ClassifierConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    registry: RegistryConfig = RegistryConfig()
+
+    @property
+    def model_name(self) -> str:
+        return self.registry.model_name or f"ganflow-{self.data.name}"
+
+    @property
+    def experiment(self) -> str:
+        return self.registry.experiment or f"ganflow-{self.data.name}"
+
+    def training_hash(self) -> str:
+        """Identity of a training run: everything that changes the trained weights."""
+        keyed = {k: self.model_dump(mode="json")[k] for k in ("data", "model", "loss", "train")}
+        keyed["train"].pop("num_workers")  # same model whatever the parallelism... up to float order
+        keyed["train"].pop("use_gpu")
+        keyed["train"].pop("max_failures")
+        return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def format_validation_error(err: ValidationError, where: str) -> str:
+    lines = [f"invalid {where}:"]
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling)"
+        got = e.get("input")
+        shown = "" if isinstance(got, dict) or e["type"] == "missing" else f" (got {got!r})"
+        lines.append(f"  {field}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """`key.sub=value` pairs; values are YAML scalars/lists (`3`, `0.5`, `true`, `[0.5, 0.9]`)."""
+    out: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise UserError(f"--set {key}: value {raw!r} is not valid YAML ({exc})") from None
+    return out
+
+
+def _apply(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        child = node.get(k)
+        if isinstance(child, str) and k == "loss":
+            child = {"name": child}  # `loss: ns` shorthand gains sub-keys
+        if child is None:
+            child = {}
+        if not isinstance(child, dict):
+            raise UserError(f"--set {dotted}: {k} is a value, not a section")
+        node[k] = child
+        node = child
+    node[keys[-1]] = value
+
+
+def read_raw(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise UserError(f"no {path.name} in {path.parent} (run ganflow from a workspace, or pass --workspace)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path} must be a mapping of sections (data, model, loss, train, ...)")
+    return raw
+
+
+def validate(raw: dict[str, Any], where: str) -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise UserError(format_validation_error(err, where)) from None
+
+
+def load(workspace: Path, overrides: list[str] | None = None) -> Params:
+    raw = read_raw(workspace / PARAMS_FILE)
+    for key, value in parse_overrides(overrides or []).items():
+        _apply(raw, key, value)
+    return validate(raw, str(workspace / PARAMS_FILE) + (" with --set overrides" if overrides else ""))
+
+
+def write_overrides(workspace: Path, overrides: list[str]) -> Params:
+    """Write --set values into params.yaml, as `dvc exp run --set-param` does, so DVC sees them.
+
+    Round-trips with ruamel so the user's comments and order survive. Validates before writing.
+    """
+    if not overrides:
+        return load(workspace)
+    params = load(workspace, overrides)  # refuse bad values before touching the file
+    from ruamel.yaml import YAML
+
+    ry = YAML()
+    path = workspace / PARAMS_FILE
+    doc = ry.load(path.read_text()) or {}
+    for key, value in parse_overrides(overrides).items():
+        _apply(doc, key, value)
+    with path.open("w") as fh:
+        ry.dump(doc, fh)
+    return params

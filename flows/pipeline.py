@@ -1,0 +1,125 @@
+"""The Prefect flow: prepare (DVC) -> train (Ray Train) -> evaluate -> register (MLflow).
+
+Tasks stay thin: each calls one module of flows/. Import this only after env.configure()."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from flows import dvc, params as params_mod, ray_runtime, registry
+from flows.env import RunPaths, configure
+from flows.evaluate import evaluate
+from flows.plots import training_curves
+from flows.stages import PROCESSED
+from flows.train import RunIdentity, TrainingFailed, TrainOutcome, fit, run_identity
+from gan_core.checkpoint import generator_from_state
+from gan_core.images import save_grid_png
+
+
+def _retry_unless_diverged(task, task_run, state) -> bool:
+    # A NaN/Inf is deterministic: retrying the same run only repeats it. Worker crashes are worth one.
+    try:
+        state.result()
+    except TrainingFailed as exc:
+        return "diverged" not in str(exc)
+    except Exception:
+        return True
+    return False
+
+
+@task(name="prepare", cache_policy=NO_CACHE)
+def prepare_task(paths: RunPaths) -> str:
+    version = dvc.repro(paths)
+    print(f"data version {version}")
+    return version
+
+
+@task(name="train", retries=1, retry_delay_seconds=2, retry_condition_fn=_retry_unless_diverged,
+      cache_policy=NO_CACHE)
+def train_task(paths: RunPaths, identity: RunIdentity) -> TrainOutcome:
+    params = params_mod.load(paths.workspace)
+    try:
+        return fit(params, paths, identity)
+    except TrainingFailed as exc:
+        client = registry.MlflowClient()
+        client.set_tag(identity.mlflow_run_id, "ganflow.failure", str(exc)[:5000])
+        registry.finish_run(identity.mlflow_run_id, "FAILED")
+        raise
+
+
+@task(name="evaluate", cache_policy=NO_CACHE)
+def evaluate_task(paths: RunPaths, outcome: TrainOutcome) -> dict[str, float]:
+    params = params_mod.load(paths.workspace)
+    G = generator_from_state(outcome.state)
+    metrics, samples = evaluate(G, params, paths.workspace)
+    out = paths.home / "runs" / outcome.identity.name
+    out.mkdir(parents=True, exist_ok=True)
+    images = {
+        "samples": save_grid_png(samples[:100], out / "samples.png"),
+        "curves": training_curves(outcome.history, out / "training_curves.png"),
+    }
+    registry.log_evaluation(outcome.identity.mlflow_run_id, metrics, images)
+    registry.MlflowClient().log_artifact(outcome.identity.mlflow_run_id,
+                                         str(paths.workspace / PROCESSED / "manifest.json"), "data")
+    return metrics
+
+
+@task(name="register", cache_policy=NO_CACHE)
+def register_task(paths: RunPaths, outcome: TrainOutcome, data_version: str, metrics: dict) -> str:
+    params = params_mod.load(paths.workspace)
+    tags = {
+        "data_version": data_version,
+        "config_hash": outcome.identity.training_hash,
+        "git_sha": registry.git_sha(paths.workspace),
+        "ray_run": outcome.identity.name,
+        **{f"eval.{k}": f"{v:.6g}" for k, v in metrics.items()},
+    }
+    version = registry.register(outcome.identity.mlflow_run_id, params, outcome.state, tags)
+    registry.finish_run(outcome.identity.mlflow_run_id)
+    return version
+
+
+@flow(name="ganflow-pipeline", log_prints=True)
+def pipeline(workspace: str, new_run: bool = False) -> dict:
+    paths = configure(Path(workspace))
+    timings: dict[str, float] = {}
+
+    def timed(name, fn, *args):
+        started = time.perf_counter()
+        result = fn(*args)
+        timings[name] = round(time.perf_counter() - started, 1)
+        return result
+
+    try:
+        data_version = timed("prepare", prepare_task, paths)
+        params = params_mod.load(paths.workspace)
+        identity = run_identity(params, data_version, paths, new_run)
+        registry.start_run(params, paths, identity, data_version)
+        try:
+            outcome = timed("train", train_task, paths, identity)
+            metrics = timed("evaluate", evaluate_task, paths, outcome)
+            version = timed("register", register_task, paths, outcome, data_version, metrics)
+        except BaseException:
+            registry.finish_run(identity.mlflow_run_id, "FAILED")  # never leave a run "RUNNING"
+            raise
+    finally:
+        ray_runtime.shutdown()
+    summary = {
+        "model_name": params.model_name,
+        "version": version,
+        "model_uri": f"models:/{params.model_name}/{version}",
+        "mlflow_run_id": identity.mlflow_run_id,
+        "ray_run": identity.name,
+        "data_version": data_version,
+        "metrics": metrics,
+        "epochs": len(outcome.history),
+        "resumed_from_epoch": outcome.resumed_from_epoch,
+        "timings_s": timings,
+        "images": str(paths.home / "runs" / identity.name),
+    }
+    (paths.home / "last_pipeline.json").write_text(json.dumps(summary, indent=2))
+    return summary

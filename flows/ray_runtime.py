@@ -1,0 +1,43 @@
+"""One Ray runtime per process: a local one under the run dir, or the cluster named by RAY_ADDRESS."""
+from __future__ import annotations
+
+import logging
+import os
+
+from flows.env import RunPaths
+
+# Forwarded to every Ray worker, also on a remote cluster where the driver's environment is absent.
+_FORWARD = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",
+            "RAY_TRAIN_ENABLE_PRINT_PATCH", "RAY_USAGE_STATS_ENABLED", "GANFLOW_HOME")
+
+
+def init(paths: RunPaths) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    env_vars = {k: os.environ[k] for k in _FORWARD if k in os.environ}
+    address = os.environ.get("RAY_ADDRESS")
+    kwargs: dict = {"runtime_env": {"env_vars": env_vars}, "log_to_driver": True}
+    if address:
+        print(f"Ray: connecting to the cluster at {address}")
+        ray.init(address=address, **kwargs)
+    else:
+        paths.ray_temp.mkdir(parents=True, exist_ok=True)
+        # Everything local binds the loopback interface; the dashboard also serves Ray's State API.
+        ctx = ray.init(_temp_dir=str(paths.ray_temp), _node_ip_address="127.0.0.1", include_dashboard=True,
+                       dashboard_host="127.0.0.1", logging_level=logging.WARNING, **kwargs)
+        print(f"Ray: local runtime, dashboard at http://{ctx.dashboard_url}")
+
+
+def gpus_available() -> int:
+    import ray
+
+    return int(ray.cluster_resources().get("GPU", 0))
+
+
+def shutdown() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

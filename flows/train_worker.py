@@ -1,0 +1,140 @@
+"""The function every Ray Train worker runs: DDP around gan_core's steps, per-epoch report/checkpoint.
+
+Rank 0 alone logs to MLflow and writes checkpoints; every rank reports (Ray's report is a barrier)."""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, TensorDataset
+
+from gan_core.checkpoint import restore, training_state
+from gan_core.config import LossConfig, ModelConfig
+from gan_core.losses import GanLoss
+from gan_core.models import build_discriminator, build_generator
+from gan_core.steps import build_optimizers, train_epoch
+
+STATE_FILE = "state.pt"
+
+
+def _mean_across_ranks(metrics: dict[str, float], device) -> dict[str, float]:
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return metrics
+    keys = sorted(metrics)
+    t = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    t /= dist.get_world_size()
+    return dict(zip(keys, t.tolist()))
+
+
+class _MlflowEpochLogger:
+    """Live per-epoch metrics in the driver's MLflow run (rank 0 only: one writer for mlflow.db)."""
+
+    def __init__(self, run_id: str | None):
+        self.run_id = run_id
+        if run_id:
+            from mlflow.tracking import MlflowClient
+
+            self.client = MlflowClient()
+
+    def log(self, metrics: dict[str, float], epoch: int) -> None:
+        if not self.run_id:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, epoch) for k, v in metrics.items() if math.isfinite(v)]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+
+def _quiet_ray_train_reports() -> None:
+    # Ray Train logs every report at INFO under a logger named by file path, which its own
+    # LoggingConfig level filter misses (it filters "ray.train*" names only).
+    from ray.train.v2._internal.execution import context as train_context
+
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+
+
+def train_loop(config: dict) -> dict:
+    _quiet_ray_train_reports()
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    model_cfg = ModelConfig.model_validate(config["model"])
+    loss = GanLoss(LossConfig.model_validate(config["loss"]))
+    t = config["train"]
+
+    x = torch.from_numpy(np.array(ray.get(config["data_ref"])))  # copy: object-store arrays are read-only
+    data_shape = tuple(x.shape[1:])
+    torch.manual_seed(t["seed"])  # identical initial weights on every rank (DDP also broadcasts)
+    G, D = build_generator(model_cfg, data_shape), build_discriminator(model_cfg, data_shape)
+    opt_g, opt_d = build_optimizers(G, D, t["lr_g"], t["lr_d"], tuple(t["betas"]))
+
+    start_epoch, history = 0, []
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / STATE_FILE, weights_only=True, map_location="cpu")
+        start_epoch, history = restore(state, G, D, opt_g, opt_d)
+        if rank == 0:
+            print(f"[ganflow] resuming from checkpoint at epoch {start_epoch}/{t['epochs']}")
+
+    G, D = ray.train.torch.prepare_model(G), ray.train.torch.prepare_model(D)
+    per_worker = max(1, t["batch_size"] // world)
+    shard = math.ceil(len(x) / world)
+    # drop_last keeps batch sizes equal (ragged last batches skew D's statistics) unless data is tiny.
+    loader = ray.train.torch.prepare_data_loader(
+        DataLoader(TensorDataset(x), batch_size=per_worker, shuffle=True, drop_last=shard >= per_worker)
+    )
+    logger = _MlflowEpochLogger(config.get("mlflow_run_id") if rank == 0 else None)
+
+    for epoch in range(start_epoch, t["epochs"]):
+        started = time.perf_counter()
+        if world > 1:
+            loader.sampler.set_epoch(epoch)
+        # Per-(epoch, rank) seeds: a resumed run draws the same noise as an uninterrupted one.
+        gen = torch.Generator(device="cpu").manual_seed(t["seed"] * 1_000_003 + epoch * 1009 + rank)
+        torch.manual_seed(t["seed"] * 1_000_003 + epoch * 1009 + rank)
+        metrics = train_epoch(G, D, loader, opt_g, opt_d, loss, n_critic=t["n_critic"], gen=gen)
+        metrics = _mean_across_ranks(metrics, device)
+        metrics["epoch_time_s"] = time.perf_counter() - started
+        metrics["epoch"] = epoch
+        finite = all(math.isfinite(v) for v in metrics.values())
+        metrics["nonfinite"] = 0.0 if finite else 1.0
+        history.append(metrics)
+        logger.log(metrics, epoch)
+        if rank == 0:
+            print(f"[ganflow] epoch {epoch + 1}/{t['epochs']} loss_d={metrics['loss_d']:.4f} "
+                  f"loss_g={metrics['loss_g']:.4f} d_acc_real={metrics['d_acc_real']:.2f} "
+                  f"d_acc_fake={metrics['d_acc_fake']:.2f} W={metrics['wasserstein']:.4f} "
+                  f"({metrics['epoch_time_s']:.1f}s)", flush=True)
+        last = epoch + 1 == t["epochs"] or not finite
+        if (epoch + 1) % t["checkpoint_every"] == 0 or last:
+            _report_with_checkpoint(metrics, rank, training_state(G, D, opt_g, opt_d, epoch, history,
+                                                                  model_cfg, data_shape))
+        else:
+            ray.train.report(metrics)
+        if not finite:
+            # A NaN/Inf poisons every later step: stop now and let the driver mark the run failed.
+            break
+    return {"history": history}
+
+
+def _report_with_checkpoint(metrics: dict, rank: int, state: dict) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        if rank == 0:
+            torch.save(state, os.path.join(tmp, STATE_FILE))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                             checkpoint_dir_name=f"epoch_{int(metrics['epoch']):05d}")
+        else:
+            ray.train.report(metrics)

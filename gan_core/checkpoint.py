@@ -1,0 +1,45 @@
+"""Everything a GAN run needs to continue exactly where it stopped, as one plain dict.
+
+Only tensors, numbers, strings, lists and dicts: loadable with torch.load(weights_only=True)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from gan_core.config import ModelConfig
+from gan_core.models import build_generator
+from gan_core.steps import unwrap
+
+
+def training_state(G, D, opt_g, opt_d, epoch: int, history: list[dict], model_cfg: ModelConfig,
+                   data_shape: tuple[int, ...]) -> dict[str, Any]:
+    return {
+        "generator": unwrap(G).state_dict(),
+        "discriminator": unwrap(D).state_dict(),
+        "opt_g": opt_g.state_dict(),
+        "opt_d": opt_d.state_dict(),
+        "epoch": epoch,
+        "rng": torch.get_rng_state(),
+        "history": history,
+        "model": model_cfg.model_dump(),
+        "data_shape": list(data_shape),
+    }
+
+
+def restore(state: dict[str, Any], G, D, opt_g, opt_d) -> tuple[int, list[dict]]:
+    """Load a training_state into fresh modules/optimizers; returns (next epoch, history)."""
+    unwrap(G).load_state_dict(state["generator"])
+    unwrap(D).load_state_dict(state["discriminator"])
+    opt_g.load_state_dict(state["opt_g"])
+    opt_d.load_state_dict(state["opt_d"])
+    torch.set_rng_state(state["rng"])
+    return int(state["epoch"]) + 1, list(state["history"])
+
+
+def generator_from_state(state: dict[str, Any]) -> nn.Module:
+    """Rebuild the trained generator (eval mode) from a training_state or a generator bundle."""
+    G = build_generator(ModelConfig.model_validate(state["model"]), tuple(state["data_shape"]))
+    G.load_state_dict(state["generator"])
+    return G.eval()

@@ -1,0 +1,42 @@
+"""Shared fixtures: a throwaway ganflow workspace (its own git repo, DVC, run dir) per test."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def clean_env(home: Path) -> dict[str, str]:
+    """The environment of a fresh shell: no tool state leaking in from the developer's session."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MLFLOW_", "PREFECT_", "RAY_", "DVC_", "GANFLOW_"))}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["GANFLOW_HOME"] = str(home)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    (ws / "data" / "raw").mkdir(parents=True)
+    for name in ("params.yaml", "dvc.yaml", ".dvcignore", "data/raw/README.md"):
+        shutil.copy(ROOT / name, ws / name)
+    (ws / ".gitignore").write_text("/data/processed\n/data/classifier\n.ganflow/\n")
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run(git + ["init", "-q"], cwd=ws, check=True)
+    subprocess.run(git + ["add", "-A"], cwd=ws, check=True)
+    subprocess.run(git + ["commit", "-qm", "workspace"], cwd=ws, check=True)
+    return ws
+
+
+def ganflow(ws: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "ganflow"), *args, "--workspace", str(ws)], cwd=ws,
+                          env=clean_env(ws / ".ganflow"), capture_output=True, text=True, timeout=timeout)

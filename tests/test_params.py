@@ -1,0 +1,76 @@
+"""params.yaml validation and --set overrides: one clear message naming the field."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from flows import params
+from flows.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    return tmp_path
+
+
+def test_repository_params_are_valid(ws):
+    p = params.load(ws)
+    assert p.data.name == "digits" and p.model_name == "ganflow-digits"
+    assert p.loss.name == "non-saturating"
+
+
+@pytest.mark.parametrize("override, field", [
+    ("train.epochs=0", "train.epochs"),
+    ("train.lr_g=-1", "train.lr_g"),
+    ("data.image_size=12", "data.image_size"),
+    ("loss=hinge-ish", "loss.name"),
+    ("train.betas=[0.5, 1.5]", "train.betas"),
+    ("model.arch=transformer", "model.arch"),
+    ("train.epochz=3", "train.epochz"),
+])
+def test_bad_values_name_the_field(ws, override, field):
+    with pytest.raises(UserError) as err:
+        params.load(ws, [override])
+    assert field in str(err.value)
+    assert "unknown field" in str(err.value) if "epochz" in override else True
+
+
+def test_loss_shorthand_and_aliases(ws):
+    assert params.load(ws, ["loss=wgan-gp"]).loss.is_critic
+    assert params.load(ws, ["loss=ns"]).loss.name == "non-saturating"
+    p = params.load(ws, ["loss=wgan-gp", "loss.gp_weight=5"])
+    assert (p.loss.name, p.loss.gp_weight) == ("wgan-gp", 5.0)
+
+
+def test_malformed_set_and_yaml(ws):
+    with pytest.raises(UserError, match="KEY=VALUE"):
+        params.load(ws, ["train.epochs"])
+    (ws / "params.yaml").write_text("train: [1, 2\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        params.load(ws)
+    (ws / "params.yaml").unlink()
+    with pytest.raises(UserError, match="no params.yaml"):
+        params.load(ws)
+
+
+def test_write_overrides_keeps_comments_and_refuses_bad_values(ws):
+    params.write_overrides(ws, ["train.epochs=7", "loss.gp_weight=3"])
+    text = (ws / "params.yaml").read_text()
+    assert "epochs: 7" in text and "# global batch, split across workers" in text
+    assert params.load(ws).loss.gp_weight == 3.0
+    before = (ws / "params.yaml").read_text()
+    with pytest.raises(UserError):
+        params.write_overrides(ws, ["train.epochs=-3"])
+    assert (ws / "params.yaml").read_text() == before
+
+
+def test_training_hash_ignores_parallelism_but_not_hyperparameters(ws):
+    base = params.load(ws).training_hash()
+    assert params.load(ws, ["train.num_workers=1"]).training_hash() == base
+    assert params.load(ws, ["train.lr_g=0.001"]).training_hash() != base
+    assert params.load(ws, ["eval.num_samples=50"]).training_hash() == base

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -21,6 +22,16 @@ def clean_env(home: Path) -> dict[str, str]:
     env["GANFLOW_HOME"] = str(home)
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+@pytest.fixture
+def one_thread():
+    # Tiny tensors: intra-op threads only add sync overhead, and on a loaded 2-core box
+    # oversubscription makes this test 20x slower.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture

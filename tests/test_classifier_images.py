@@ -8,16 +8,6 @@ from gan_core.data import load_digits, split
 from gan_core.images import image_grid, save_grid_png, save_scatter_png
 
 
-@pytest.fixture
-def one_thread():
-    # Tiny tensors: intra-op threads only add sync overhead, and on a loaded 2-core box
-    # oversubscription makes this test 20x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_classifier_on_digits_is_accurate_and_seeded(one_thread):
     x, y = load_digits()
     xt, yt, xh, yh = split(x, y, 0.2, seed=0)

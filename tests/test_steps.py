@@ -12,16 +12,6 @@ KEYS_D = {"loss_d", "d_acc_real", "d_acc_fake", "d_real_score", "d_fake_score", 
           "grad_norm_d", "gp", "d_saturated"}
 
 
-@pytest.fixture
-def one_thread():
-    # Tiny tensors: intra-op threads only add sync overhead, and on a loaded 2-core box
-    # oversubscription makes this test 20x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def pair(arch="dcgan", shape=(1, 8, 8)):
     torch.manual_seed(0)
     cfg = ModelConfig(arch=arch, z_dim=8, width=8, depth=2)

@@ -33,9 +33,9 @@ class ClassifierConfig(Strict):
 
 class TrainConfig(Strict):
     epochs: int = Field(40, ge=1)
-    batch_size: int = Field(64, ge=2, description="global batch, split across workers")
+    batch_size: int = Field(32, ge=2, description="global batch, split across workers")
     lr_g: float = Field(2e-4, gt=0.0)
-    lr_d: float = Field(2e-4, gt=0.0)
+    lr_d: float = Field(4e-4, gt=0.0)
     betas: tuple[float, float] = (0.5, 0.999)
     n_critic: int = Field(1, ge=1)
     seed: int = 0

@@ -11,7 +11,7 @@ from typing import List, Optional
 import typer
 
 from flows.env import configure
-from flows.errors import UserError
+from flows.errors import TrainingFailed, UserError
 
 app = typer.Typer(help="Train GANs and WGANs: DVC data, Ray Train, MLflow registry, Prefect flows.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -38,12 +38,11 @@ def pipeline(workspace: Path = Workspace, set_: Optional[List[str]] = Sets,
 
 
 def _print_summary(s: dict, paths, wall: float) -> None:
-    m = s["metrics"]
+    from flows.evaluate import headline
+
     bindir = Path(sys.executable).parent
     print(f"\nRegistered {s['model_name']} version {s['version']}: {s['model_uri']}  ({wall:.0f} s)")
-    print(f"  Frechet distance {m['fd']:.3f} (real-vs-real baseline {m['fd_real_baseline']:.3f}, "
-          f"ratio {m['fd_ratio']:.2f}); classes covered {m['class_coverage']:.0f}/{m['num_classes']:.0f}; "
-          f"class-histogram KL {m['class_kl']:.3f}")
+    print(f"  {headline(s['metrics'])}")
     print(f"  stage times (s): {s['timings_s']}; data version {s['data_version']}; "
           f"{s['epochs']} epochs (resumed from {s['resumed_from_epoch']})")
     print(f"  samples and curves: {s['images']}")
@@ -127,7 +126,7 @@ def sample(model: str = typer.Option(..., help="model URI, e.g. models:/ganflow-
     configure(workspace)
     from flows.evaluate import sample as draw
     from flows.registry import load_generator
-    from gan_core.images import save_grid_png
+    from gan_core.images import save_grid_png, save_scatter_png
 
     if out.suffix not in (".png", ".npy"):
         raise UserError(f"--out must end in .png or .npy, got {out.name!r}")
@@ -136,10 +135,10 @@ def sample(model: str = typer.Option(..., help="model URI, e.g. models:/ganflow-
         import numpy as np
 
         np.save(out, samples.numpy())
-    elif samples.dim() != 4:
-        raise UserError("this model makes points, not images: use --out FILE.npy")
-    else:
+    elif samples.dim() == 4:
         save_grid_png(samples, out)
+    else:
+        save_scatter_png(samples.numpy(), out)
     print(f"wrote {n} samples to {out}")
 
 
@@ -149,6 +148,10 @@ def main() -> None:
     except UserError as exc:
         print(f"ganflow: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except TrainingFailed as exc:
+        print(f"ganflow: {exc}\n  (the MLflow run is marked FAILED with the reason; nothing was registered)",
+              file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -3,3 +3,7 @@
 
 class UserError(Exception):
     """A mistake in input or configuration; the message says what to change."""
+
+
+class TrainingFailed(RuntimeError):
+    """Training ended without a usable model (worker errors beyond max_failures, NaN/Inf)."""

@@ -1,27 +1,54 @@
 """params.yaml: the one validated configuration of a ganflow workspace (DVC reads the same file)."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, model_validator
 
 from flows.errors import UserError
-from gan_core.config import LossConfig, ModelConfig, Strict
+from gan_core.config import LossConfig, ModelConfig, OptimConfig, Strict
+from gan_core.recipes import ResolvedOptim, resolve
 
 PARAMS_FILE = "params.yaml"
 
 
+IMAGE_DATASETS = ("digits",)
+POINT_DATASETS = ("ring8", "grid25", "gauss8", "gauss25")
+BUILTIN_DATASETS = IMAGE_DATASETS + POINT_DATASETS
+
+
 class DataConfig(Strict):
-    name: str = Field("digits", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    source: str = Field("digits", description="'digits' (bundled with scikit-learn) or a folder/zip of images")
+    name: str = Field("digits", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                      description="dataset name; a bundled one (digits, ring8, grid25, gauss8, gauss25) "
+                                  "needs no source")
+    source: str | None = Field(None, description="folder/zip of images; default: the bundled dataset `name`")
     image_size: Literal[8, 16, 32, 64] = 8
     channels: Literal[1, 3] = 1
+    points: int = Field(12_500, ge=100, description="2-D sets: points drawn (train + holdout)")
     holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _known_dataset(self):
+        if self.source is None and self.name not in BUILTIN_DATASETS:
+            raise ValueError(f"data.name {self.name!r} is not a bundled dataset ({', '.join(BUILTIN_DATASETS)}): "
+                             "set data.source to a folder or zip of images")
+        return self
+
+    @property
+    def builtin(self) -> str | None:
+        """The bundled dataset this config reads, or None for user images."""
+        src = self.source if self.source is not None else self.name
+        return src if src in BUILTIN_DATASETS else None
+
+    @property
+    def is_points(self) -> bool:
+        return self.builtin in POINT_DATASETS
 
 
 class ClassifierConfig(Strict):
@@ -34,10 +61,7 @@ class ClassifierConfig(Strict):
 class TrainConfig(Strict):
     epochs: int = Field(40, ge=1)
     batch_size: int = Field(32, ge=2, description="global batch, split across workers")
-    lr_g: float = Field(2e-4, gt=0.0)
-    lr_d: float = Field(4e-4, gt=0.0)
-    betas: tuple[float, float] = (0.5, 0.999)
-    n_critic: int = Field(1, ge=1)
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="EMA of G used for evaluation; 0 = off")
     seed: int = 0
     num_workers: int = Field(2, ge=1)
     use_gpu: Literal["auto", True, False] = "auto"
@@ -45,16 +69,9 @@ class TrainConfig(Strict):
     keep_checkpoints: int = Field(2, ge=1)
     max_failures: int = Field(2, ge=0, description="worker failures Ray Train recovers from")
 
-    @field_validator("betas")
-    @classmethod
-    def _betas_in_range(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if not all(0.0 <= b < 1.0 for b in v):
-            raise ValueError("each beta must be in [0, 1)")
-        return v
-
 
 class EvalConfig(Strict):
-    num_samples: int = Field(1000, ge=10)
+    num_samples: int = Field(2500, ge=10, description="generated samples scored (PacGAN uses 2,500)")
     seed: int = 1234
 
 
@@ -68,6 +85,7 @@ class Params(Strict):
     classifier: ClassifierConfig = ClassifierConfig()
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     registry: RegistryConfig = RegistryConfig()
@@ -80,13 +98,18 @@ class Params(Strict):
     def experiment(self) -> str:
         return self.registry.experiment or f"ganflow-{self.data.name}"
 
+    @property
+    def resolved_optim(self) -> ResolvedOptim:
+        """The optimiser actually used: explicit optim.* values, else the loss's paper recipe."""
+        return resolve(self.loss, self.optim)
+
     def training_hash(self) -> str:
         """Identity of a training run: everything that changes the trained weights."""
         keyed = {k: self.model_dump(mode="json")[k] for k in ("data", "model", "loss", "train")}
-        keyed["train"].pop("num_workers")  # same model whatever the parallelism... up to float order
-        keyed["train"].pop("use_gpu")
-        keyed["train"].pop("max_failures")
-        return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
+        keyed["optim"] = dataclasses.asdict(self.resolved_optim)
+        for volatile in ("num_workers", "use_gpu", "max_failures", "checkpoint_every", "keep_checkpoints"):
+            keyed["train"].pop(volatile)  # how we run, not what we learn (up to float summation order)
+        return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def format_validation_error(err: ValidationError, where: str) -> str:

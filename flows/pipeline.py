@@ -12,12 +12,12 @@ from prefect.cache_policies import NO_CACHE
 
 from flows import dvc, params as params_mod, ray_runtime, registry
 from flows.env import RunPaths, configure
-from flows.evaluate import evaluate
+from flows.evaluate import evaluate, headline, render
 from flows.plots import training_curves
 from flows.stages import PROCESSED
-from flows.train import RunIdentity, TrainingFailed, TrainOutcome, fit, run_identity
+from flows.errors import TrainingFailed
+from flows.train import RunIdentity, TrainOutcome, fit, run_identity
 from gan_core.checkpoint import generator_from_state
-from gan_core.images import save_grid_png
 
 
 def _retry_unless_diverged(task, task_run, state) -> bool:
@@ -56,10 +56,11 @@ def evaluate_task(paths: RunPaths, outcome: TrainOutcome) -> dict[str, float]:
     params = params_mod.load(paths.workspace)
     G = generator_from_state(outcome.state)
     metrics, samples = evaluate(G, params, paths.workspace)
+    print(headline(metrics))
     out = paths.home / "runs" / outcome.identity.name
     out.mkdir(parents=True, exist_ok=True)
     images = {
-        "samples": save_grid_png(samples[:100], out / "samples.png"),
+        "samples": render(samples, out / "samples.png", paths.workspace),
         "curves": training_curves(outcome.history, out / "training_curves.png"),
     }
     registry.log_evaluation(outcome.identity.mlflow_run_id, metrics, images)

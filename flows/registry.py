@@ -20,7 +20,7 @@ from flows.env import RunPaths
 from flows.errors import UserError
 from flows.params import Params
 from flows.train import RunIdentity
-from gan_core.checkpoint import generator_from_state
+from gan_core.checkpoint import generator_bundle, generator_from_state
 
 PYFUNC_CODE = Path(__file__).with_name("generator_pyfunc.py")
 BUNDLE = "generator.pt"
@@ -91,9 +91,11 @@ def log_evaluation(run_id: str, metrics: dict[str, float], images: dict[str, Pat
 
 def register(run_id: str, params: Params, state: dict, tags: dict[str, str]) -> str:
     """Log the generator to the run and register it as a new version; returns the version."""
-    bundle = {"generator": state["generator"], "model": state["model"], "data_shape": state["data_shape"]}
+    bundle = generator_bundle(state)
     G = generator_from_state(bundle)
     example = G.sample_z(2, generator=torch.Generator().manual_seed(0)).numpy().astype(np.float32)
+    if G.num_classes:  # conditional: the last input column is the class id
+        example = np.concatenate([example, np.array([[0.0], [1.0]], dtype=np.float32)], axis=1)
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id), warnings.catch_warnings():
         # MLflow asks for predict() type hints; ours takes/returns ndarrays, typed by the signature.
         warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")

@@ -15,6 +15,7 @@ from flows.params import Params
 from gan_core import classifier as clf
 from gan_core import data as gdata
 from gan_core.metrics import class_histogram
+from gan_core.toy_data import sample_toy, toy_modes
 
 PROCESSED = Path("data/processed")
 CLASSIFIER = Path("data/classifier")
@@ -30,9 +31,12 @@ def md5(path: Path) -> str:
 
 def _load_source(params: Params, workspace: Path):
     d = params.data
-    if d.source == "digits":
+    if d.is_points:
+        x, y = sample_toy(d.builtin, d.points, d.seed)
+        return x, y, [f"mode{i}" for i in range(int(y.max()) + 1)], []
+    if d.builtin == "digits":
         if (d.image_size, d.channels) != (8, 1):
-            raise UserError("data.source 'digits' is 8x8 grayscale: set data.image_size: 8 and data.channels: 1")
+            raise UserError("digits are 8x8 grayscale: set data.image_size: 8 and data.channels: 1")
         x, y = gdata.load_digits()
         return x, y, [str(i) for i in range(10)], []
     src = Path(d.source)
@@ -58,9 +62,9 @@ def prepare(params: Params, workspace: Path) -> dict:
     k = len(class_names)
     manifest = {
         "name": d.name,
-        "source": d.source,
+        "source": d.source or d.name,
+        "kind": "points" if d.is_points else "images",
         "shape": list(x.shape[1:]),
-        "value_range": [-1.0, 1.0],
         "counts": {"train": len(x_tr), "holdout": len(x_ho)},
         "classes": class_names,
         "class_histogram": {
@@ -70,6 +74,9 @@ def prepare(params: Params, workspace: Path) -> dict:
         "md5": {f: md5(out / f) for f in ("train.pt", "holdout.pt")},
         "skipped": [{"file": f, "reason": r} for f, r in skipped],
     }
+    if d.is_points:
+        means, std = toy_modes(d.builtin)
+        manifest["modes"] = {"means": means.tolist(), "std": std}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"prepared {d.name}: {len(x_tr)} train + {len(x_ho)} holdout of shape {tuple(x.shape[1:])}, "
           f"{k} classes, {len(skipped)} files skipped")
@@ -89,18 +96,25 @@ def load_manifest(workspace: Path) -> dict:
 
 
 def train_classifier(params: Params, workspace: Path) -> dict:
-    """The dataset's own feature extractor for Fréchet distance (no Inception download)."""
+    """The dataset's own feature extractor for Fréchet distance (no Inception download).
+
+    2-D point sets need none: they are scored against their known modes."""
     manifest = load_manifest(workspace)
+    out = workspace / CLASSIFIER
+    out.mkdir(parents=True, exist_ok=True)
+    if manifest["kind"] == "points":
+        info = {"kind": "points", "evaluator_version": f"modes-{manifest['name']}-v1"}
+        (out / "classifier.json").write_text(json.dumps(info, indent=2) + "\n")
+        return info
     x_tr, y_tr = load_split(workspace, "train")
     x_ho, y_ho = load_split(workspace, "holdout")
     c = params.classifier
     num_classes = len(manifest["classes"])
     model = clf.train_classifier(x_tr, y_tr, num_classes, epochs=c.epochs, lr=c.lr, seed=c.seed,
                                  feature_dim=c.feature_dim)
-    out = workspace / CLASSIFIER
-    out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out / "classifier.pt")
     info = {
+        "kind": "images",
         "in_shape": manifest["shape"],
         "num_classes": num_classes,
         "feature_dim": c.feature_dim,

@@ -5,6 +5,7 @@ silently when a name + storage path is reused, so we make that explicit: the sam
 (and says so); a run folder whose recorded identity differs is refused."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -15,16 +16,14 @@ import torch
 
 from flows import ray_runtime
 from flows.env import RunPaths
-from flows.errors import UserError
+from flows.errors import TrainingFailed, UserError
 from flows.params import Params
-from flows.stages import load_split
+from flows.stages import load_manifest, load_split
+from gan_core.config import ModelConfig
+from gan_core.recipes import describe
 from flows.train_worker import STATE_FILE, train_loop
 
 IDENTITY_FILE = "ganflow_run.json"
-
-
-class TrainingFailed(RuntimeError):
-    """Training ended without a usable model (worker errors beyond max_failures, NaN/Inf)."""
 
 
 @dataclass
@@ -46,6 +45,21 @@ class TrainOutcome:
     history: list[dict]
     resumed_from_epoch: int
     wall_s: float
+
+
+def resolve_model(params: Params, manifest: dict) -> ModelConfig:
+    """params.model made concrete for this data: `auto` arch, class count for conditioning."""
+    cfg = params.model
+    points = manifest["kind"] == "points"
+    arch = cfg.arch if cfg.arch != "auto" else ("mlp" if points else "dcgan")
+    if points != (arch == "mlp"):
+        raise UserError(f"model.arch {arch!r} does not fit {manifest['kind']} data: use "
+                        f"{'mlp' if points else 'dcgan or resnet'} (or auto)")
+    num_classes = len(manifest["classes"]) if cfg.conditional else None
+    if cfg.conditional and num_classes < 2:
+        raise UserError("model.conditional needs labelled data with at least 2 classes "
+                        "(image folders: one sub-folder per class)")
+    return cfg.model_copy(update={"arch": arch, "num_classes": num_classes})
 
 
 def run_identity(params: Params, data_version: str, paths: RunPaths, new_run: bool = False) -> RunIdentity:
@@ -96,12 +110,19 @@ def fit(params: Params, paths: RunPaths, identity: RunIdentity) -> TrainOutcome:
               f"(same hyper-parameters and data; pass --new-run to start over)")
     record_identity(identity, paths)
 
-    x, _ = load_split(paths.workspace, "train")
+    model_cfg = resolve_model(params, load_manifest(paths.workspace))
+    optim = params.resolved_optim
+    print(f"Training {identity.name}: {params.loss.name} loss, {describe(optim)}, {model_cfg.arch} "
+          f"G/D, {t.num_workers} {'GPU' if use_gpu else 'CPU'} workers, {t.epochs} epochs")
+    x, y = load_split(paths.workspace, "train")
     config = {
-        "model": params.model.model_dump(),
+        "model": model_cfg.model_dump(),
         "loss": params.loss.model_dump(),
+        "optim": dataclasses.asdict(optim),
         "train": t.model_dump(mode="json"),
-        "data_ref": ray.put(x.numpy()),  # through the object store: works on a multi-node cluster too
+        # Through the object store: works on a multi-node cluster too.
+        "data_ref": ray.put(x.numpy()),
+        "labels_ref": ray.put(y.numpy()) if model_cfg.conditional else None,
         "mlflow_run_id": identity.mlflow_run_id,
     }
     trainer = TorchTrainer(
@@ -122,12 +143,14 @@ def fit(params: Params, paths: RunPaths, identity: RunIdentity) -> TrainOutcome:
     except Exception as exc:  # Ray wraps worker errors; keep the reason, drop Ray's internals
         raise TrainingFailed(f"training run {identity.name} failed: {exc}") from exc
     wall = time.perf_counter() - started
+    diverged_at = (result.return_value or {}).get("diverged_at")
+    if diverged_at:
+        raise TrainingFailed(f"training run {identity.name} diverged: NaN/Inf at epoch {diverged_at}; "
+                             "lower the learning rates or use a Lipschitz-constrained loss (wgan-gp, "
+                             "spectral norm)")
     if result.checkpoint is None:
         raise TrainingFailed(f"training run {identity.name} produced no checkpoint")
     with result.checkpoint.as_directory() as d:
         state = torch.load(Path(d) / STATE_FILE, weights_only=True, map_location="cpu")
     history = state["history"]
-    if history and history[-1].get("nonfinite"):
-        raise TrainingFailed(f"training run {identity.name} diverged: NaN/Inf at epoch {len(history)}; "
-                             "lower the learning rates or use a Lipschitz-constrained loss")
     return TrainOutcome(identity, state, history, resumed or 0, wall)

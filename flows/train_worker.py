@@ -20,11 +20,15 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from gan_core.checkpoint import restore, training_state
 from gan_core.config import LossConfig, ModelConfig
+from gan_core.ema import EMA
 from gan_core.losses import GanLoss
 from gan_core.models import build_discriminator, build_generator
+from gan_core.recipes import ResolvedOptim
 from gan_core.steps import build_optimizers, train_epoch
 
 STATE_FILE = "state.pt"
+# The per-epoch progress line: losses, D accuracy (0.5 at equilibrium), Wasserstein estimate.
+_PROGRESS = ("loss_d", "loss_g", "d_acc_real", "d_acc_fake", "wasserstein")
 
 
 def _mean_across_ranks(metrics: dict[str, float], device) -> dict[str, float]:
@@ -75,29 +79,37 @@ def train_loop(config: dict) -> dict:
     t = config["train"]
 
     x = torch.from_numpy(np.array(ray.get(config["data_ref"])))  # copy: object-store arrays are read-only
+    tensors = [x]
+    if config["labels_ref"] is not None:
+        tensors.append(torch.from_numpy(np.array(ray.get(config["labels_ref"]))))
     data_shape = tuple(x.shape[1:])
+    optim = ResolvedOptim(**{**config["optim"], "betas": tuple(config["optim"]["betas"])})
     torch.manual_seed(t["seed"])  # identical initial weights on every rank (DDP also broadcasts)
     G, D = build_generator(model_cfg, data_shape), build_discriminator(model_cfg, data_shape)
-    opt_g, opt_d = build_optimizers(G, D, t["lr_g"], t["lr_d"], tuple(t["betas"]))
+    opt_g, opt_d = build_optimizers(G, D, optim)
+    ema = EMA(G, t["ema_decay"]) if t["ema_decay"] > 0 else None
 
     start_epoch, history = 0, []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
             state = torch.load(Path(d) / STATE_FILE, weights_only=True, map_location="cpu")
-        start_epoch, history = restore(state, G, D, opt_g, opt_d)
+        start_epoch, history = restore(state, G, D, opt_g, opt_d, ema)
         if rank == 0:
             print(f"[ganflow] resuming from checkpoint at epoch {start_epoch}/{t['epochs']}")
 
     G, D = ray.train.torch.prepare_model(G), ray.train.torch.prepare_model(D)
+    if ema is not None:
+        ema.module.to(device)
     per_worker = max(1, t["batch_size"] // world)
     shard = math.ceil(len(x) / world)
     # drop_last keeps batch sizes equal (ragged last batches skew D's statistics) unless data is tiny.
     loader = ray.train.torch.prepare_data_loader(
-        DataLoader(TensorDataset(x), batch_size=per_worker, shuffle=True, drop_last=shard >= per_worker)
+        DataLoader(TensorDataset(*tensors), batch_size=per_worker, shuffle=True, drop_last=shard >= per_worker)
     )
     logger = _MlflowEpochLogger(config.get("mlflow_run_id") if rank == 0 else None)
 
+    diverged_at = None
     for epoch in range(start_epoch, t["epochs"]):
         started = time.perf_counter()
         if world > 1:
@@ -105,29 +117,32 @@ def train_loop(config: dict) -> dict:
         # Per-(epoch, rank) seeds: a resumed run draws the same noise as an uninterrupted one.
         gen = torch.Generator(device="cpu").manual_seed(t["seed"] * 1_000_003 + epoch * 1009 + rank)
         torch.manual_seed(t["seed"] * 1_000_003 + epoch * 1009 + rank)
-        metrics = train_epoch(G, D, loader, opt_g, opt_d, loss, n_critic=t["n_critic"], gen=gen)
+        metrics = train_epoch(G, D, loader, opt_g, opt_d, loss, n_critic=optim.n_critic, gen=gen,
+                              conditional=model_cfg.conditional, ema=ema)
         metrics = _mean_across_ranks(metrics, device)
         metrics["epoch_time_s"] = time.perf_counter() - started
         metrics["epoch"] = epoch
-        finite = all(math.isfinite(v) for v in metrics.values())
+        finite = metrics.get("nonfinite", 0.0) == 0.0 and all(math.isfinite(v) for v in metrics.values())
         metrics["nonfinite"] = 0.0 if finite else 1.0
         history.append(metrics)
         logger.log(metrics, epoch)
         if rank == 0:
-            print(f"[ganflow] epoch {epoch + 1}/{t['epochs']} loss_d={metrics['loss_d']:.4f} "
-                  f"loss_g={metrics['loss_g']:.4f} d_acc_real={metrics['d_acc_real']:.2f} "
-                  f"d_acc_fake={metrics['d_acc_fake']:.2f} W={metrics['wasserstein']:.4f} "
-                  f"({metrics['epoch_time_s']:.1f}s)", flush=True)
-        last = epoch + 1 == t["epochs"] or not finite
-        if (epoch + 1) % t["checkpoint_every"] == 0 or last:
-            _report_with_checkpoint(metrics, rank, training_state(G, D, opt_g, opt_d, epoch, history,
+            shown = {k: metrics.get(k, float("nan")) for k in _PROGRESS}
+            print(f"[ganflow] epoch {epoch + 1}/{t['epochs']} "
+                  + " ".join(f"{k}={v:.{3 if 'acc' in k else 4}f}" for k, v in shown.items())
+                  + f" ({metrics['epoch_time_s']:.1f}s)" + ("" if finite else "  NaN/Inf: stopping"), flush=True)
+        if not finite:
+            # A NaN/Inf poisons every later step: stop now, keep the last good checkpoint, and let
+            # the driver mark the run failed (it reads the returned `diverged_at`).
+            ray.train.report(metrics)
+            diverged_at = epoch + 1
+            break
+        if (epoch + 1) % t["checkpoint_every"] == 0 or epoch + 1 == t["epochs"]:
+            _report_with_checkpoint(metrics, rank, training_state(G, D, opt_g, opt_d, ema, epoch, history,
                                                                   model_cfg, data_shape))
         else:
             ray.train.report(metrics)
-        if not finite:
-            # A NaN/Inf poisons every later step: stop now and let the driver mark the run failed.
-            break
-    return {"history": history}
+    return {"diverged_at": diverged_at}  # Ray hands rank 0's return value to the driver
 
 
 def _report_with_checkpoint(metrics: dict, rank: int, state: dict) -> None:

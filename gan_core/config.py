@@ -1,11 +1,24 @@
 """Small typed configs for the pieces of gan_core. Validated once, at the edge (params.yaml)."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-LOSS_ALIASES = {"ns": "non-saturating", "wgangp": "wgan-gp"}
+LossName = Literal[
+    "saturating",       # minimax: G minimises log(1 - D(G(z)))
+    "non-saturating",   # G minimises -log D(G(z))
+    "wgan",             # Wasserstein critic, Lipschitz by weight clipping (WGAN-clip)
+    "wgan-gp",          # Wasserstein critic, Lipschitz by gradient penalty
+    "hinge",
+    "least-squares",
+    "f-kl", "f-reverse-kl", "f-js", "f-pearson", "f-hellinger",  # f-GAN (Nowozin et al. 2016)
+]
+LOSS_NAMES: tuple[str, ...] = get_args(LossName)
+LOSS_ALIASES = {"ns": "non-saturating", "minimax": "saturating", "wgan-clip": "wgan", "wgangp": "wgan-gp",
+                "lsgan": "least-squares", "js": "f-js", "kl": "f-kl", "reverse-kl": "f-reverse-kl",
+                "pearson": "f-pearson", "hellinger": "f-hellinger"}
+CRITIC_LOSSES = ("wgan", "wgan-gp")
 
 
 class Strict(BaseModel):
@@ -15,16 +28,22 @@ class Strict(BaseModel):
 
 
 class ModelConfig(Strict):
-    arch: Literal["dcgan", "mlp"] = "dcgan"
+    arch: Literal["auto", "dcgan", "resnet", "mlp"] = Field(
+        "dcgan", description="auto: mlp for points, dcgan for images (resolved before building)")
     z_dim: int = Field(32, ge=1, le=1024)
-    width: int = Field(32, ge=4, le=1024, description="base channels (dcgan) or hidden units (mlp)")
+    width: int = Field(32, ge=4, le=1024, description="base channels (dcgan/resnet) or hidden units (mlp)")
     depth: int = Field(3, ge=1, le=8, description="hidden layers of the MLP pair")
+    spectral_norm: bool = Field(False, description="spectral normalisation on every D layer")
+    conditional: bool = Field(False, description="class-conditional G (cond. batch norm) and D (projection)")
+    num_classes: int | None = Field(None, ge=2, description="set from the data when conditional")
 
 
 class LossConfig(Strict):
-    name: Literal["non-saturating", "wgan-gp"] = "non-saturating"
-    gp_weight: float = Field(10.0, ge=0.0, description="lambda of the gradient penalty (wgan-gp)")
+    name: LossName = "non-saturating"
+    gp_weight: float | None = Field(None, ge=0.0, description="lambda; default 10 for wgan-gp, else 0 (off)")
     gp_one_sided: bool = False
+    clip: float | None = Field(None, gt=0.0, description="weight clipping c; default 0.01 for wgan, else off")
+    r1_gamma: float = Field(0.0, ge=0.0, description="R1 penalty gamma/2 E||grad D(x_real)||^2; 0 = off")
 
     @model_validator(mode="before")
     @classmethod
@@ -39,4 +58,32 @@ class LossConfig(Strict):
     @property
     def is_critic(self) -> bool:
         """Critics output an unbounded score (no sigmoid) and estimate a Wasserstein distance."""
-        return self.name == "wgan-gp"
+        return self.name in CRITIC_LOSSES
+
+    @property
+    def effective_gp_weight(self) -> float:
+        if self.gp_weight is not None:
+            return self.gp_weight
+        return 10.0 if self.name == "wgan-gp" else 0.0
+
+    @property
+    def effective_clip(self) -> float | None:
+        if self.clip is not None:
+            return self.clip
+        return 0.01 if self.name == "wgan" else None
+
+
+class OptimConfig(Strict):
+    """Optimiser settings; None means the recipe's paper default for the chosen loss."""
+
+    optimizer: Literal["adam", "rmsprop"] | None = None
+    lr_g: float | None = Field(None, gt=0.0)
+    lr_d: float | None = Field(None, gt=0.0, description="a different lr_d than lr_g is TTUR")
+    betas: tuple[float, float] | None = None
+    n_critic: int | None = Field(None, ge=1, description="D steps per G step")
+
+    @model_validator(mode="after")
+    def _betas_in_range(self):
+        if self.betas is not None and not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError("each of optim.betas must be in [0, 1)")
+        return self

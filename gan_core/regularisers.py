@@ -1,8 +1,16 @@
-"""Gradient penalty (Gulrajani et al. 2017, WGAN-GP). Returned unweighted; the caller applies lambda."""
+"""D regularisers: gradient penalty (Gulrajani et al. 2017), R1 (Mescheder et al. 2018) and
+weight clipping (Arjovsky et al. 2017). Penalties are returned unweighted; the caller applies
+lambda / gamma. steps.d_step inlines the penalties into its single D forward (DDP); the
+standalone forms here run their own forward, for tests and non-DDP callers."""
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+
+def _call_d(D: nn.Module, x: Tensor, labels: Tensor | None) -> Tensor:
+    # Unconditional Ds take no `y` at all, so it is only passed when there are labels.
+    return D(x) if labels is None else D(x, y=labels)
 
 
 def interpolate(real: Tensor, fake: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -25,12 +33,38 @@ def penalty_from_grad(grad: Tensor, one_sided: bool = False) -> Tensor:
     return excess.square().mean()
 
 
+def r1_penalty_from_grad(grad: Tensor) -> Tensor:
+    """mean over samples of ||g||^2 (squared norm: no sqrt, so smooth at g = 0)."""
+    return grad.flatten(1).square().sum(1).mean()
+
+
 def gradient_penalty(
-    D: nn.Module, real: Tensor, fake: Tensor, one_sided: bool = False, generator: torch.Generator | None = None
+    D: nn.Module,
+    real: Tensor,
+    fake: Tensor,
+    one_sided: bool = False,
+    generator: torch.Generator | None = None,
+    labels: Tensor | None = None,
 ) -> Tensor:
-    """Penalty with its own forward of D. steps.d_step inlines the same maths into its single
-    D forward instead (DDP); this standalone form is for tests and non-DDP callers."""
+    """GP at random interpolates; `labels` (the real ones) condition a class-conditional D."""
     x_hat = interpolate(real, fake, generator).requires_grad_(True)
-    scores = D(x_hat)
+    scores = _call_d(D, x_hat, labels)
     (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
     return penalty_from_grad(grad, one_sided)
+
+
+def r1_penalty(D: nn.Module, real: Tensor, labels: Tensor | None = None) -> Tensor:
+    """E||grad_x D(x)||^2 on real data (unweighted; the loss uses gamma/2 times this)."""
+    x = real.detach().requires_grad_(True)
+    scores = _call_d(D, x, labels)
+    (grad,) = torch.autograd.grad(scores.sum(), x, create_graph=True)
+    return r1_penalty_from_grad(grad)
+
+
+@torch.no_grad()
+def clip_weights_(module: nn.Module, c: float) -> None:
+    """Clamp every parameter to [-c, c] in place (WGAN's crude Lipschitz constraint)."""
+    if c <= 0:
+        raise ValueError(f"clip must be > 0, got {c}")
+    for p in module.parameters():
+        p.clamp_(-c, c)

@@ -3,19 +3,27 @@
 DDP all-reduces gradients from hooks armed by each forward of the wrapped module, and errors
 ("Expected to have finished reduction in the prior iteration") when a forward is not followed
 by a backward reaching every parameter. So: the wrapped D runs exactly once per D step (real,
-fake and GP interpolates in one batch), the wrapped G runs exactly once per G step, and every
-other forward goes through the unwrapped module, outside DDP's bookkeeping.
+fake and GP interpolates in one batch, R1 and GP gradients taken from that same forward), the
+wrapped G runs exactly once per G step, and every other forward goes through the unwrapped
+module, outside DDP's bookkeeping.
+
+Conditioning: a step is class-conditional exactly when it is given labels; models are then
+called as G(z, y=...) / D(x, y=...). Unconditional calls pass no `y` at all.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
-from torch.optim import Adam, Optimizer
+from torch.optim import Adam, Optimizer, RMSprop
 
+from gan_core.ema import EMA
 from gan_core.losses import GanLoss
-from gan_core.regularisers import interpolate, penalty_from_grad
+from gan_core.recipes import ResolvedOptim
+from gan_core.regularisers import clip_weights_, interpolate, penalty_from_grad, r1_penalty_from_grad
 
 SATURATION_LOGIT = 10.0  # |logit| > 10 means sigmoid within 5e-5 of 0/1: gradients have died.
 
@@ -37,6 +45,10 @@ def _device_of(m: nn.Module) -> torch.device:
     return next(unwrap(m).parameters()).device
 
 
+def _call(m: nn.Module, x: Tensor, labels: Tensor | None) -> Tensor:
+    return m(x) if labels is None else m(x, y=labels)
+
+
 def d_step(
     G: nn.Module,
     D: nn.Module,
@@ -44,33 +56,57 @@ def d_step(
     opt_d: Optimizer,
     loss: GanLoss,
     gen: torch.Generator | None = None,
+    labels: Tensor | None = None,
 ) -> dict[str, float]:
+    """One D update. `labels` are the classes of `real`; given them, fakes get uniform labels."""
     n = real.shape[0]
     g = unwrap(G)
     with torch.no_grad():  # G is not being trained here; no graph, no DDP hooks on G
-        fake = g(g.sample_z(n, device=real.device, generator=gen))
+        z = g.sample_z(n, device=real.device, generator=gen)
+        fake_labels = None if labels is None else g.sample_labels(n, device=real.device, generator=gen)
+        if labels is not None and fake_labels is None:  # models.py's unconditional G returns None
+            raise ValueError("labels were given but G is not class-conditional")
+        fake = _call(g, z, fake_labels)
 
-    parts = [real, fake]
+    # R1 needs d score / d real, so the real rows enter as a leaf that requires grad.
+    real_in = real.detach().requires_grad_(True) if loss.uses_r1 else real
+    parts, label_parts = [real_in, fake], [labels, fake_labels]
     x_hat: Tensor | None = None
     if loss.uses_gp:
         x_hat = interpolate(real, fake, gen).requires_grad_(True)
         parts.append(x_hat)
-    scores = D(torch.cat(parts))  # the one DDP forward of this step; cat keeps x_hat in the graph
+        label_parts.append(labels)  # interpolates are scored under the real rows' classes
+    y = None if labels is None else torch.cat(label_parts)  # type: ignore[arg-type]
+    scores = _call(D, torch.cat(parts), y)  # the one DDP forward of this step
     real_s, fake_s = scores[:n], scores[n : 2 * n]
 
-    adv = loss.d_loss(real_s, fake_s)
-    gp = torch.zeros((), device=scores.device)
+    total = loss.d_loss(real_s, fake_s)
+    gp = r1 = torch.zeros((), device=scores.device)
+    # Scores are per sample (no BN in D), so each penalty's gradient sees only its own rows;
+    # both gradients come from one double-backward through this same forward.
+    outs, ins = [], []
     if x_hat is not None:
-        # Gradient of the interpolates' own scores wrt x_hat. Scores are per sample (no BN in D),
-        # so the real/fake rows of the batch contribute nothing to this gradient.
-        (grad,) = torch.autograd.grad(scores[2 * n :].sum(), x_hat, create_graph=True)
-        gp = penalty_from_grad(grad, loss.gp_one_sided)
-    total = adv + loss.gp_weight * gp if x_hat is not None else adv
+        outs.append(scores[2 * n :].sum())
+        ins.append(x_hat)
+    if loss.uses_r1:
+        outs.append(real_s.sum())
+        ins.append(real_in)
+    if ins:
+        grads = list(torch.autograd.grad(outs, ins, create_graph=True))
+        if x_hat is not None:
+            gp = penalty_from_grad(grads.pop(0), loss.gp_one_sided)
+            total = total + loss.gp_weight * gp
+        if loss.uses_r1:
+            r1 = r1_penalty_from_grad(grads.pop(0))
+            total = total + 0.5 * loss.r1_gamma * r1
 
     opt_d.zero_grad(set_to_none=True)
     total.backward()
     gn = grad_norm(unwrap(D))
     opt_d.step()
+    if loss.clip:
+        # After the (all-reduced, identical) update, so every DDP rank clips the same weights.
+        clip_weights_(unwrap(D), loss.clip)
 
     with torch.no_grad():
         rs, fs = real_s.detach(), fake_s.detach()
@@ -85,6 +121,7 @@ def d_step(
             "wasserstein": float(rs.mean() - fs.mean()),
             "grad_norm_d": gn,
             "gp": float(gp.detach()),
+            "r1": float(r1.detach()),
             "d_saturated": saturated,
         }
 
@@ -97,7 +134,9 @@ def g_step(
     loss: GanLoss,
     device: torch.device | str,
     gen: torch.Generator | None = None,
+    labels: Tensor | None = None,
 ) -> dict[str, float]:
+    """One G update. `labels` are the classes to generate (conditional runs); None = unconditional."""
     d = unwrap(D)
     # Freeze D so G's backward neither computes nor accumulates D grads, and score through the
     # unwrapped D so DDP(D) arms no reduction that would never complete.
@@ -105,8 +144,8 @@ def g_step(
     d.requires_grad_(False)
     try:
         z = unwrap(G).sample_z(batch_size, device=device, generator=gen)
-        fake = G(z)  # the one DDP forward of G
-        loss_g = loss.g_loss(d(fake))
+        fake = _call(G, z, labels)  # the one DDP forward of G
+        loss_g = loss.g_loss(_call(d, fake, labels))
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         gn = grad_norm(unwrap(G))
@@ -115,6 +154,23 @@ def g_step(
         for p, flag in zip(d.parameters(), saved):
             p.requires_grad_(flag)
     return {"loss_g": float(loss_g.detach()), "grad_norm_g": gn}
+
+
+def _diverged(value: float, device: torch.device) -> bool:
+    """True if `value` is NaN/Inf on any rank: every DDP rank must stop at the same step, or
+    the ones still going would wait forever in their next all-reduce."""
+    bad = not math.isfinite(value)
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return bad
+    flag = torch.tensor(float(bad), device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+def _split(batch: Tensor | Sequence[Tensor]) -> tuple[Tensor, Tensor | None]:
+    if isinstance(batch, (tuple, list)):
+        return batch[0], (batch[1] if len(batch) > 1 else None)
+    return batch, None
 
 
 def train_epoch(
@@ -126,9 +182,12 @@ def train_epoch(
     loss: GanLoss,
     n_critic: int = 1,
     gen: torch.Generator | None = None,
+    conditional: bool = False,
+    ema: EMA | None = None,
 ) -> dict[str, float]:
-    """One pass over `batches`: a D step per batch, a G step after every `n_critic` D steps.
-    Returns each metric's mean over the steps that produced it, plus step counts."""
+    """One pass over `batches` (x or (x, y)): a D step per batch, a G step (then an EMA update)
+    after every `n_critic` D steps. Returns each metric's mean over the steps that produced it,
+    step counts, and `nonfinite` (1.0 if a loss went NaN/Inf, which ends the epoch right there)."""
     if n_critic < 1:
         raise ValueError(f"n_critic must be >= 1, got {n_critic}")
     G.train()
@@ -137,6 +196,7 @@ def train_epoch(
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     steps_d = steps_g = 0
+    nonfinite = False
 
     def add(metrics: dict[str, float]) -> None:
         for k, v in metrics.items():
@@ -144,22 +204,39 @@ def train_epoch(
             counts[k] = counts.get(k, 0) + 1
 
     for batch in batches:
-        real = batch[0] if isinstance(batch, (tuple, list)) else batch
+        real, y = _split(batch)
+        if conditional and y is None:
+            raise ValueError("conditional training needs (x, y) batches")
         real = real.to(device, non_blocking=True)
-        add(d_step(G, D, real, opt_d, loss, gen))
+        labels = y.to(device, non_blocking=True) if conditional and y is not None else None
+        m = d_step(G, D, real, opt_d, loss, gen, labels=labels)
+        add(m)
         steps_d += 1
+        if nonfinite := _diverged(m["loss_d"], device):
+            break
         if steps_d % n_critic == 0:
-            add(g_step(G, D, real.shape[0], opt_g, loss, device, gen))
+            n = real.shape[0]
+            fake_labels = unwrap(G).sample_labels(n, device=device, generator=gen) if conditional else None
+            m = g_step(G, D, n, opt_g, loss, device, gen, labels=fake_labels)
+            add(m)
             steps_g += 1
+            if nonfinite := _diverged(m["loss_g"], device):
+                break
+            if ema is not None:
+                ema.update(G)
 
     out = {k: sums[k] / counts[k] for k in sums}
     out["steps_d"] = float(steps_d)
     out["steps_g"] = float(steps_g)
+    out["nonfinite"] = float(nonfinite)
     return out
 
 
-def build_optimizers(
-    G: nn.Module, D: nn.Module, lr_g: float, lr_d: float, betas: tuple[float, float]
-) -> tuple[Adam, Adam]:
-    """Adam for both (DCGAN: betas (0.5, 0.999); WGAN-GP: (0.0, 0.9))."""
-    return Adam(G.parameters(), lr=lr_g, betas=betas), Adam(D.parameters(), lr=lr_d, betas=betas)
+def build_optimizers(G: nn.Module, D: nn.Module, optim: ResolvedOptim) -> tuple[Optimizer, Optimizer]:
+    """Adam(lr, betas), or RMSprop(lr) without momentum as in WGAN (Arjovsky et al. 2017)."""
+    if optim.optimizer == "adam":
+        return (Adam(G.parameters(), lr=optim.lr_g, betas=optim.betas),
+                Adam(D.parameters(), lr=optim.lr_d, betas=optim.betas))
+    if optim.optimizer == "rmsprop":
+        return RMSprop(G.parameters(), lr=optim.lr_g), RMSprop(D.parameters(), lr=optim.lr_d)
+    raise ValueError(f"unknown optimizer {optim.optimizer!r}")

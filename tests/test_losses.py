@@ -3,31 +3,41 @@ import math
 import pytest
 import torch
 
-from gan_core.config import LossConfig
-from gan_core.losses import GanLoss
-
-NS = GanLoss(LossConfig(name="non-saturating"))
-WGAN = GanLoss(LossConfig.model_validate("wgan-gp"))
+from gan_core.config import LOSS_NAMES, LossConfig
+from gan_core.losses import F_DIVERGENCES, GanLoss
 
 
-def test_is_critic_and_aliases():
-    assert not NS.is_critic and not NS.uses_gp
-    assert WGAN.is_critic and WGAN.uses_gp
+def L(name: str, **kw) -> GanLoss:
+    return GanLoss(LossConfig(name=name, **kw))
+
+
+NS = L("non-saturating")
+T = torch.tensor
+
+
+def test_properties_and_aliases():
+    assert not NS.is_critic and not NS.uses_gp and not NS.uses_r1 and NS.clip is None
+    wgp = GanLoss(LossConfig.model_validate("wgan-gp"))
+    assert wgp.is_critic and wgp.uses_gp and wgp.gp_weight == 10.0 and wgp.clip is None
+    assert not L("wgan-gp", gp_weight=0.0).uses_gp
+    w = GanLoss(LossConfig.model_validate("wgan-clip"))
+    assert w.name == "wgan" and w.is_critic and w.clip == 0.01 and not w.uses_gp
     assert GanLoss(LossConfig.model_validate("ns")).name == "non-saturating"
-    assert not GanLoss(LossConfig(name="wgan-gp", gp_weight=0.0)).uses_gp
+    # GP and R1 are not tied to a loss family.
+    hinge_gp = L("hinge", gp_weight=1.0, gp_one_sided=True, r1_gamma=0.5)
+    assert hinge_gp.uses_gp and hinge_gp.gp_one_sided and hinge_gp.uses_r1 and hinge_gp.r1_gamma == 0.5
+    assert not hinge_gp.is_critic
 
 
-def test_ns_d_loss_values():
+def test_bce_d_loss_values():
     big = torch.full((4,), 50.0)
-    # A perfect, confident D has ~zero loss, and stays finite (softplus form, no log(0)).
-    assert NS.d_loss(big, -big).item() == pytest.approx(0.0, abs=1e-12)
-    # The reverse is confidently wrong: 50 + 50.
-    assert NS.d_loss(-big, big).item() == pytest.approx(100.0, rel=1e-6)
-    # At zero logits both terms are log 2.
-    zeros = torch.zeros(3)
-    assert NS.d_loss(zeros, zeros).item() == pytest.approx(2 * math.log(2), rel=1e-6)
-    huge = torch.full((2,), 1e4)
-    assert torch.isfinite(NS.d_loss(-huge, huge))
+    for loss in (NS, L("saturating")):
+        # A perfect, confident D has ~zero loss, and stays finite (softplus form, no log(0)).
+        assert loss.d_loss(big, -big).item() == pytest.approx(0.0, abs=1e-12)
+        assert loss.d_loss(-big, big).item() == pytest.approx(100.0, rel=1e-6)
+        assert loss.d_loss(torch.zeros(3), torch.zeros(3)).item() == pytest.approx(2 * math.log(2), rel=1e-6)
+        huge = torch.full((2,), 1e4)
+        assert torch.isfinite(loss.d_loss(-huge, huge))
 
 
 def test_ns_matches_bce():
@@ -38,26 +48,138 @@ def test_ns_matches_bce():
     assert NS.g_loss(fake).item() == pytest.approx(bce(fake, torch.ones(16)).item(), rel=1e-6)
 
 
-def test_ns_g_gradient_sign_and_non_saturation():
-    s = torch.tensor([-20.0, 0.0, 3.0], requires_grad=True)
-    NS.g_loss(s).backward()
-    assert (s.grad < 0).all()  # G always wants a higher fake score
-    # Non-saturating: even when D rejects the fake hard (s = -20) the gradient is not vanishing.
-    assert s.grad[0].item() == pytest.approx(-1 / 3, rel=1e-4)
-
-
-def test_ns_d_gradient_signs():
-    real = torch.zeros(2, requires_grad=True)
-    fake = torch.zeros(2, requires_grad=True)
-    NS.d_loss(real, fake).backward()
-    assert (real.grad < 0).all() and (fake.grad > 0).all()
+def test_g_loss_values():
+    s = T([0.0, 1.0])
+    # saturating: mean log(1 - sigmoid(s))
+    assert L("saturating").g_loss(s).item() == pytest.approx(
+        (math.log(1 - 0.5) + math.log(1 - 1 / (1 + math.exp(-1)))) / 2, rel=1e-6)
+    assert NS.g_loss(T([0.0])).item() == pytest.approx(math.log(2), rel=1e-6)
+    fake = T([0.0, 2.0])
+    assert L("least-squares").g_loss(fake).item() == pytest.approx(0.5)  # 0.5 * mean(1, 1)
+    assert L("hinge").g_loss(fake).item() == pytest.approx(-1.0)
+    assert L("wgan").g_loss(fake).item() == pytest.approx(-1.0)
 
 
 def test_wgan_values_and_grads():
-    real = torch.tensor([1.0, 2.0, 3.0])
-    fake = torch.tensor([-1.0, 0.5], requires_grad=True)
-    assert WGAN.d_loss(real, fake).item() == pytest.approx(-0.25 - 2.0)
-    g = WGAN.g_loss(fake)
-    assert g.item() == pytest.approx(0.25)
-    g.backward()
-    assert torch.allclose(fake.grad, torch.tensor([-0.5, -0.5]))
+    real = T([1.0, 2.0, 3.0])
+    fake = T([-1.0, 0.5], requires_grad=True)
+    for name in ("wgan", "wgan-gp"):
+        loss = L(name)
+        assert loss.d_loss(real, fake).item() == pytest.approx(-0.25 - 2.0)
+        fake.grad = None
+        g = loss.g_loss(fake)
+        assert g.item() == pytest.approx(0.25)
+        g.backward()
+        assert torch.allclose(fake.grad, T([-0.5, -0.5]))
+
+
+def test_hinge_d_loss():
+    hinge = L("hinge")
+    assert hinge.d_loss(T([2.0, 0.5]), T([-2.0, 0.0])).item() == pytest.approx(0.25 + 0.5)
+    # Margins met (real > 1, fake < -1): zero loss and zero gradient, unlike BCE.
+    real = T([1.5, 3.0], requires_grad=True)
+    fake = T([-1.2, -4.0], requires_grad=True)
+    d = hinge.d_loss(real, fake)
+    d.backward()
+    assert d.item() == 0.0 and not real.grad.any() and not fake.grad.any()
+
+
+def test_least_squares_d_loss():
+    # 0.5 * mean((1-1)^2, (3-1)^2) + 0.5 * mean(0^2, 2^2) = 1 + 1
+    assert L("least-squares").d_loss(T([1.0, 3.0]), T([0.0, 2.0])).item() == pytest.approx(2.0)
+    assert L("least-squares").d_loss(T([1.0]), T([0.0])).item() == 0.0
+
+
+@pytest.mark.parametrize("name,real_term,fake_term", [
+    ("f-kl", lambda v: v, lambda v: math.exp(v - 1)),
+    ("f-reverse-kl", lambda v: -math.exp(-v), lambda v: v - 1),
+    ("f-pearson", lambda v: v, lambda v: v * v / 4 + v),
+    ("f-hellinger", lambda v: 1 - math.exp(-v), lambda v: math.exp(v) - 1),
+    ("f-js", lambda v: math.log(2) - math.log1p(math.exp(-v)), lambda v: math.log1p(math.exp(v)) - math.log(2)),
+])
+def test_f_gan_values(name, real_term, fake_term):
+    real, fake = [0.5, -0.3], [0.2, 1.1]
+    loss = L(name)
+    expected_d = -(sum(map(real_term, real)) / 2 - sum(map(fake_term, fake)) / 2)
+    assert loss.d_loss(T(real), T(fake)).item() == pytest.approx(expected_d, rel=1e-5)
+    assert loss.g_loss(T(fake)).item() == pytest.approx(-sum(map(real_term, fake)) / 2, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_gradient_signs(name):
+    # Off the flat parts and short of LSGAN's targets (real 1, fake 0): D pushes real scores up
+    # and fake scores down; G pushes fake scores up.
+    loss = L(name)
+    real = T([-0.5, 0.0, 0.5], requires_grad=True)
+    fake = T([0.25, 0.5, 0.75], requires_grad=True)
+    d = loss.d_loss(real, fake)
+    d.backward()
+    assert torch.isfinite(d) and (real.grad < 0).all() and (fake.grad > 0).all(), (real.grad, fake.grad)
+    fake.grad = None
+    loss.g_loss(fake).backward()
+    assert (fake.grad < 0).all(), fake.grad
+
+
+def test_saturating_g_gradient_vanishes_non_saturating_does_not():
+    # Goodfellow et al. 2014, Sec. 3: when D confidently rejects fakes (D(G(z)) ~ 0, s = -10),
+    # log(1 - D) is flat, so the minimax G learns nothing; -log D keeps a unit-size gradient.
+    grads = {}
+    for name in ("saturating", "non-saturating"):
+        s = T([-10.0], requires_grad=True)
+        L(name).g_loss(s).backward()
+        grads[name] = s.grad.item()
+    assert abs(grads["saturating"]) < 1e-3
+    assert grads["non-saturating"] == pytest.approx(-1.0, abs=1e-3)
+
+
+# Generator functions f of each divergence (Nowozin et al. 2016, Table 1), for Fenchel-Young.
+GENERATORS = {
+    "f-kl": lambda u: u * torch.log(u),
+    "f-reverse-kl": lambda u: -torch.log(u),
+    "f-pearson": lambda u: (u - 1).square(),
+    "f-hellinger": lambda u: (u.sqrt() - 1).square(),
+    "f-js": lambda u: -(u + 1) * torch.log((1 + u) / 2) + u * torch.log(u),
+}
+
+
+def test_f_table_covers_every_f_loss():
+    assert set(F_DIVERGENCES) == {n for n in LOSS_NAMES if n.startswith("f-")} == set(GENERATORS)
+
+
+@pytest.mark.parametrize("name,t,expected", [
+    ("f-kl", 1.0, 1.0), ("f-kl", 0.0, math.exp(-1)),
+    ("f-reverse-kl", -1.0, -1.0), ("f-reverse-kl", -0.5, -1 + math.log(2)),
+    ("f-pearson", 2.0, 3.0), ("f-pearson", -2.0, -1.0),
+    ("f-hellinger", 0.5, 1.0), ("f-hellinger", -1.0, -0.5),
+    ("f-js", 0.0, 0.0), ("f-js", math.log(1.5), math.log(2)),
+])
+def test_conjugate_formulas(name, t, expected):
+    assert F_DIVERGENCES[name].conjugate(T(t, dtype=torch.float64)).item() == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(F_DIVERGENCES))
+def test_conjugate_of_activation_is_the_stable_composition(name):
+    f = F_DIVERGENCES[name]
+    v = torch.linspace(-3, 3, 61, dtype=torch.float64)
+    assert torch.allclose(f.conjugate_of_activation(v), f.conjugate(f.activation(v)), rtol=1e-10, atol=1e-12)
+
+
+def test_stable_forms_stay_finite_where_the_naive_ones_overflow():
+    v = T([40.0])  # float32: 1 - exp(-40) == 1 and 2 sigmoid(40) == 2, so the naive forms are inf
+    js, hel = F_DIVERGENCES["f-js"], F_DIVERGENCES["f-hellinger"]
+    assert torch.isinf(js.conjugate(js.activation(v))).all()
+    assert js.conjugate_of_activation(v).item() == pytest.approx(40 - math.log(2), rel=1e-6)
+    assert torch.isinf(hel.conjugate(hel.activation(v))).all()
+    assert torch.isfinite(hel.conjugate_of_activation(v)).all()
+
+
+@pytest.mark.parametrize("name", sorted(F_DIVERGENCES))
+def test_fenchel_young_and_tightness(name):
+    # f*(t) = sup_u t*u - f(u): every u gives a lower bound, and the sup over a fine grid reaches it.
+    f, fd = GENERATORS[name], F_DIVERGENCES[name]
+    u = torch.logspace(-3, 1.5, 20001, dtype=torch.float64)[:, None]
+    t = fd.activation(torch.linspace(-1, 1, 21, dtype=torch.float64))[None, :]  # inside dom f*
+    conj = fd.conjugate(t)[0]
+    bound = t * u - f(u)
+    assert (conj >= bound - 1e-12).all()
+    assert torch.allclose(bound.max(0).values, conj, atol=1e-6)

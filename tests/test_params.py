@@ -26,10 +26,12 @@ def test_repository_params_are_valid(ws):
 
 @pytest.mark.parametrize("override, field", [
     ("train.epochs=0", "train.epochs"),
-    ("train.lr_g=-1", "train.lr_g"),
+    ("optim.lr_g=-1", "optim.lr_g"),
+    ("optim.optimizer=sgd", "optim.optimizer"),
+    ("data.name=cifar", "data"),
     ("data.image_size=12", "data.image_size"),
     ("loss=hinge-ish", "loss.name"),
-    ("train.betas=[0.5, 1.5]", "train.betas"),
+    ("optim.betas=[0.5, 1.5]", "optim"),
     ("model.arch=transformer", "model.arch"),
     ("train.epochz=3", "train.epochz"),
 ])
@@ -72,5 +74,22 @@ def test_write_overrides_keeps_comments_and_refuses_bad_values(ws):
 def test_training_hash_ignores_parallelism_but_not_hyperparameters(ws):
     base = params.load(ws).training_hash()
     assert params.load(ws, ["train.num_workers=1"]).training_hash() == base
-    assert params.load(ws, ["train.lr_g=0.001"]).training_hash() != base
+    assert params.load(ws, ["optim.lr_g=0.001"]).training_hash() != base
+    assert params.load(ws, ["loss=wgan-gp"]).training_hash() != base
     assert params.load(ws, ["eval.num_samples=50"]).training_hash() == base
+
+
+def test_recipes_follow_the_loss_unless_set_explicitly(ws):
+    r = params.load(ws, ["loss=wgan-gp"]).resolved_optim
+    assert (r.optimizer, r.lr_g, r.betas, r.n_critic) == ("adam", 1e-4, (0.0, 0.9), 5)
+    r = params.load(ws, ["loss=wgan"]).resolved_optim
+    assert (r.optimizer, r.lr_d, r.n_critic) == ("rmsprop", 5e-5, 5)
+    r = params.load(ws, ["loss=wgan", "optim.n_critic=2"]).resolved_optim
+    assert r.n_critic == 2 and r.optimizer == "rmsprop"
+
+
+def test_bundled_point_sets_need_no_source(ws):
+    p = params.load(ws, ["data.name=ring8"])
+    assert p.data.is_points and p.data.builtin == "ring8" and p.model_name == "ganflow-ring8"
+    p = params.load(ws, ["data.name=faces", "data.source=data/raw/faces"])
+    assert not p.data.is_points and p.data.builtin is None

@@ -71,3 +71,31 @@ def test_bad_params_give_one_clear_message(workspace):
     assert "train.epochs" in proc.stderr and "loss" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert (workspace / "params.yaml").read_text() == before  # refused before writing anything
+
+
+def test_point_data_with_a_recipe_and_a_diverged_run_never_registered(workspace):
+    tiny = ["--set", "data.name=ring8", "--set", "data.points=2000", "--set", "loss=wgan-gp",
+            "--set", "train.epochs=2", "--set", "eval.num_samples=500", "--set", "train.num_workers=1"]
+    proc = ganflow(workspace, "pipeline", *tiny)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Registered ganflow-ring8 version 1" in proc.stdout
+    assert "adam lr_g=0.0001 lr_d=0.0001 betas=(0.0, 0.9) n_critic=5" in proc.stdout + proc.stderr
+    metrics = json.loads((workspace / ".ganflow" / "last_pipeline.json").read_text())["metrics"]
+    assert metrics["num_modes"] == 8 and 0 <= metrics["high_quality"] <= 1
+    out = workspace / "pts.npy"
+    assert ganflow(workspace, "sample", "--model", "models:/ganflow-ring8/1", "-n", "7", "--out", str(out)).returncode == 0
+    assert np.load(out).shape == (7, 2)
+
+    # Absurd learning rates blow up: the run stops, is recorded FAILED with its reason, never registered.
+    bad = ganflow(workspace, "pipeline", "--set", "optim.lr_d=1e30", "--set", "optim.lr_g=1e30")
+    assert bad.returncode == 1
+    assert "diverged: NaN/Inf" in bad.stderr
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(f"sqlite:///{workspace / '.ganflow' / 'mlflow.db'}")
+    client = MlflowClient()
+    assert [str(v.version) for v in client.search_model_versions("name='ganflow-ring8'")] == ["1"]
+    failed = client.search_runs([client.get_experiment_by_name("ganflow-ring8").experiment_id],
+                                "attributes.status = 'FAILED'")
+    assert len(failed) == 1 and "diverged" in failed[0].data.tags["ganflow.failure"]

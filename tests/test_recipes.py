@@ -1,0 +1,56 @@
+import pytest
+import torch
+from torch import nn
+
+from gan_core.config import LOSS_NAMES, LossConfig, OptimConfig
+from gan_core.recipes import RECIPES, ResolvedOptim, describe, resolve
+from gan_core.steps import build_optimizers
+
+
+def R(loss: str, **optim) -> ResolvedOptim:
+    return resolve(LossConfig.model_validate(loss), OptimConfig(**optim))
+
+
+@pytest.mark.parametrize("loss,expected", [
+    ("non-saturating", ResolvedOptim("adam", 2e-4, 2e-4, (0.5, 0.999), 1)),
+    ("saturating", ResolvedOptim("adam", 2e-4, 2e-4, (0.5, 0.999), 1)),
+    ("least-squares", ResolvedOptim("adam", 2e-4, 2e-4, (0.5, 0.999), 1)),
+    ("f-js", ResolvedOptim("adam", 2e-4, 2e-4, (0.5, 0.999), 1)),
+    ("wgan", ResolvedOptim("rmsprop", 5e-5, 5e-5, (0.5, 0.999), 5)),
+    ("wgan-clip", ResolvedOptim("rmsprop", 5e-5, 5e-5, (0.5, 0.999), 5)),  # alias
+    ("wgan-gp", ResolvedOptim("adam", 1e-4, 1e-4, (0.0, 0.9), 5)),
+    ("hinge", ResolvedOptim("adam", 1e-4, 4e-4, (0.0, 0.9), 1)),
+])
+def test_defaults_per_loss(loss, expected):
+    assert R(loss) == expected
+
+
+def test_every_loss_has_a_recipe():
+    assert set(RECIPES) == set(LOSS_NAMES)
+    assert {n for n in LOSS_NAMES if RECIPES[n].optimizer == "rmsprop"} == {"wgan"}
+
+
+def test_explicit_values_win_field_by_field():
+    r = R("wgan-gp", lr_d=3e-4, n_critic=2)
+    assert r == ResolvedOptim("adam", 1e-4, 3e-4, (0.0, 0.9), 2)
+    r = R("wgan", optimizer="adam", betas=[0.5, 0.9])  # yaml lists become tuples
+    assert r == ResolvedOptim("adam", 5e-5, 5e-5, (0.5, 0.9), 5)
+    assert R("hinge", lr_g=1e-3, lr_d=1e-3, betas=(0.5, 0.99), n_critic=3, optimizer="rmsprop") == \
+        ResolvedOptim("rmsprop", 1e-3, 1e-3, (0.5, 0.99), 3)
+
+
+def test_describe():
+    assert describe(R("hinge")) == "adam lr_g=0.0001 lr_d=0.0004 betas=(0.0, 0.9) n_critic=1"
+    assert describe(R("wgan")) == "rmsprop lr_g=5e-05 lr_d=5e-05 n_critic=5"
+
+
+def test_build_optimizers_follows_the_recipe():
+    G, D = nn.Linear(2, 2), nn.Linear(2, 1)
+    opt_g, opt_d = build_optimizers(G, D, R("hinge"))
+    assert isinstance(opt_g, torch.optim.Adam) and isinstance(opt_d, torch.optim.Adam)
+    assert opt_g.param_groups[0]["lr"] == 1e-4 and opt_d.param_groups[0]["lr"] == 4e-4
+    assert opt_d.param_groups[0]["betas"] == (0.0, 0.9)
+    assert opt_g.param_groups[0]["params"][0] is G.weight and opt_d.param_groups[0]["params"][0] is D.weight
+    opt_g, opt_d = build_optimizers(G, D, R("wgan"))
+    assert isinstance(opt_g, torch.optim.RMSprop) and isinstance(opt_d, torch.optim.RMSprop)
+    assert opt_d.param_groups[0]["lr"] == 5e-5 and opt_d.param_groups[0]["momentum"] == 0

@@ -37,6 +37,21 @@ def pipeline(workspace: Path = Workspace, set_: Optional[List[str]] = Sets,
     _print_summary(summary, paths, time.perf_counter() - started)
 
 
+@app.command()
+def tune(workspace: Path = Workspace, set_: Optional[List[str]] = Sets):
+    """Search hyper-parameters (params.yaml tune.space) with Ray Tune + ASHA, then evaluate the best
+    trial on the holdout and register it: prepare -> tune -> evaluate -> register."""
+    paths = configure(workspace)
+    from flows import params
+
+    params.write_overrides(paths.workspace, set_ or [])
+    from flows.pipeline import pipeline as flow
+
+    started = time.perf_counter()
+    summary = flow(str(paths.workspace), search=True)
+    _print_summary(summary, paths, time.perf_counter() - started)
+
+
 def _print_summary(s: dict, paths, wall: float) -> None:
     from flows.evaluate import headline
 
@@ -140,6 +155,110 @@ def sample(model: str = typer.Option(..., help="model URI, e.g. models:/ganflow-
     else:
         save_scatter_png(samples.numpy(), out)
     print(f"wrote {n} samples to {out}")
+
+
+# --- model promotion gate, experiment comparison, UI (flows/promote.py, flows/compare.py) -------
+
+@app.command()
+def promote(model: Optional[str] = typer.Option(None, "--model", help="registered model (default: the "
+                                                "workspace's, ganflow-<data.name>)"),
+            version: str = typer.Option(..., "--version", help="the version to put through the gate"),
+            workspace: Path = Workspace):
+    """Promotion gate: VERSION gets alias `challenger`, and `champion` only if it strictly beats it.
+
+    Exit 0 for every decision, promoted, kept or rejected: a rejected version (failed run, NaN/Inf or
+    missing score) is an outcome the gate records, not a CLI error. Unknown model/version: exit 2."""
+    paths = configure(workspace)
+    from flows import params as params_mod
+    from flows.promote import promote as gate
+
+    p = params_mod.load(paths.workspace)
+    decision = gate(model or p.model_name, version, paths, p)  # prints the one-line summary
+    if decision.decision == "rejected":
+        print(f"  (version {version} was REJECTED and not promoted; the champion is unchanged. "
+              "Not an error: exit 0)")
+
+
+@app.command()
+def compare(experiment: Optional[str] = typer.Option(None, "--experiment", "-e",
+                                                     help="MLflow experiment (default: the workspace's)"),
+            out: Optional[Path] = typer.Option(None, "--out", help="HTML report to write (default: "
+                                               "<run dir>/comparisons/<experiment>.html); a .png chart goes beside it"),
+            workspace: Path = Workspace):
+    """Table of an experiment's runs sorted by the primary metric; HTML + PNG, logged to MLflow."""
+    paths = configure(workspace)
+    from flows import params as params_mod
+    from flows.compare import compare as build
+
+    p = params_mod.load(paths.workspace) if experiment is None or (paths.workspace / "params.yaml").exists() else None
+    result = build(paths, experiment, out, params=p)
+    print(result.text)
+    chart = f" and {result.png}" if result.png else ""
+    print(f"\nwrote {result.html}{chart}; logged to MLflow run {result.run_id} "
+          f"(experiment {result.experiment}, artifacts comparison/)")
+
+
+@app.command()
+def ui(port: int = typer.Option(5000, "--port", min=1, max=65535, help="port on 127.0.0.1"),
+       workspace: Path = Workspace):
+    """Serve the MLflow UI over this workspace's store until Ctrl-C; shows how to start Prefect's."""
+    import signal
+    import socket
+    import subprocess
+
+    paths = configure(workspace)
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    bindir = Path(sys.executable).parent
+    prefect = f"PREFECT_HOME={os.environ['PREFECT_HOME']} {bindir}/prefect server start --host 127.0.0.1"
+    if uri.startswith(("http://", "https://", "databricks")):
+        print(f"MLflow UI: {uri}  (MLFLOW_TRACKING_URI is a server already: open it)\nPrefect UI:  {prefect}")
+        return
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            raise UserError(f"port {port} on 127.0.0.1 is in use: pass --port with a free one") from None
+    exe = bindir / "mlflow"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "mlflow"]
+    cmd += ["ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
+    if uri.startswith("sqlite:"):  # artifacts proxied for new experiments stay in the run dir, not ./mlartifacts
+        cmd += ["--artifacts-destination", str(paths.mlflow_artifacts)]
+
+    def _terminate(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)  # before the child exists: a kill never orphans it
+    # Own process group: mlflow ui starts a uvicorn child, and Ctrl-C/SIGTERM must stop both.
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    rc = 0
+    try:
+        print(f"MLflow UI:   http://127.0.0.1:{port}   (store {uri})", flush=True)
+        print(f"Prefect UI:  {prefect}   (then open http://127.0.0.1:4200)", flush=True)
+        print("Ctrl-C stops the MLflow UI.", flush=True)
+        rc = proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _stop_group(proc)
+    if rc:
+        print(f"ganflow: mlflow ui exited with code {rc}", file=sys.stderr)
+        raise typer.Exit(rc)
+
+
+def _stop_group(proc) -> None:
+    """SIGTERM the UI's process group, SIGKILL what is left after a grace period."""
+    import signal
+
+    for sig, grace in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+        deadline = time.monotonic() + grace
+        try:
+            os.killpg(proc.pid, sig)
+            while time.monotonic() < deadline:
+                proc.poll()  # reap the leader, or the group never looks empty
+                os.killpg(proc.pid, 0)
+                time.sleep(0.1)
+        except (ProcessLookupError, PermissionError):
+            return
 
 
 def main() -> None:

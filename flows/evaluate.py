@@ -1,8 +1,11 @@
-"""Evaluation of a trained generator against the holdout split.
+"""Evaluation of a generator against the holdout split, the same code during and after training.
 
 Images: the dataset's own classifier gives features (Fréchet distance, KID, precision/recall,
 density/coverage) and labels (class coverage, class-histogram KL). 2-D points: modes captured,
-high-quality share and reverse KL against the known mixture (PacGAN's protocol)."""
+high-quality share and reverse KL against the known mixture (PacGAN's protocol).
+
+An Evaluator holds everything it needs in memory, so Ray can ship it to a training worker for
+per-epoch scores (what ASHA and the progress curves use)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +14,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from flows.params import Params
 from flows.stages import load_classifier, load_manifest, load_split
 from gan_core.classifier import predict_features
 from gan_core.images import save_grid_png, save_scatter_png
@@ -26,37 +28,48 @@ def sample(G: nn.Module, n: int, seed: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     z = G.sample_z(n, generator=gen)
     y = G.sample_labels(n, generator=gen) if getattr(G, "num_classes", None) else None
+    was_training = G.training
     out = G.eval()(z) if y is None else G.eval()(z, y=y)
+    G.train(was_training)
     return out.clamp(-1.0, 1.0) if out.dim() == 4 else out
 
 
-def evaluate(G: nn.Module, params: Params, workspace: Path) -> tuple[dict[str, float], torch.Tensor]:
-    """Returns metrics (see PRIMARY) and the evaluated samples (for the picture)."""
-    manifest = load_manifest(workspace)
-    fake = sample(G, params.eval.num_samples, params.eval.seed)
-    if manifest["kind"] == "points":
-        modes = manifest["modes"]
-        metrics = mode_metrics(fake.numpy(), np.asarray(modes["means"]), modes["std"])
-        metrics = {**metrics, "num_modes": len(modes["means"])}
-        return {k: float(v) for k, v in metrics.items()}, fake
-    classifier, info = load_classifier(workspace)
-    x_tr, _ = load_split(workspace, "train")
-    x_ho, _ = load_split(workspace, "holdout")
-    f_fake, labels = predict_features(classifier, fake)
-    f_ho, _ = predict_features(classifier, x_ho)
-    f_tr, _ = predict_features(classifier, x_tr)
-    k = info["num_classes"]
-    metrics = image_quality(f_ho, f_fake)
-    # Real-vs-real baseline: the distance a perfect generator would still show on these sample sizes.
-    baseline = frechet_distance(f_tr, f_ho)
-    metrics.update({
-        "fd_real_baseline": baseline,
-        "fd_ratio": metrics["fd"] / baseline if baseline > 0 else float("inf"),
-        "class_coverage": float(class_coverage(labels, k)),
-        "num_classes": float(k),
-        "class_kl": class_histogram_kl(labels, k),
-    })
-    return metrics, fake
+class Evaluator:
+    def __init__(self, workspace: Path):
+        manifest = load_manifest(workspace)
+        self.kind = manifest["kind"]
+        self.primary = PRIMARY[self.kind]
+        if self.kind == "points":
+            self.means = np.asarray(manifest["modes"]["means"])
+            self.std = float(manifest["modes"]["std"])
+            return
+        self.classifier, info = load_classifier(workspace)
+        self.num_classes = info["num_classes"]
+        x_tr, _ = load_split(workspace, "train")
+        x_ho, _ = load_split(workspace, "holdout")
+        self.holdout_features, _ = predict_features(self.classifier, x_ho)
+        # Real-vs-real baseline: the distance a perfect generator would still show at these sizes.
+        self.baseline = frechet_distance(predict_features(self.classifier, x_tr)[0], self.holdout_features)
+
+    def score(self, G: nn.Module, n: int, seed: int, full: bool = True) -> tuple[dict[str, float], torch.Tensor]:
+        """Metrics of n samples (lower `self.primary` is better) and the samples. full=False skips
+        the k-NN metrics (KID, precision/recall, density/coverage) for cheap per-epoch probes."""
+        fake = sample(G, n, seed)
+        if self.kind == "points":
+            m = mode_metrics(fake.cpu().numpy(), self.means, self.std)
+            return {**{k: float(v) for k, v in m.items()}, "num_modes": float(len(self.means))}, fake
+        f_fake, labels = predict_features(self.classifier, fake.cpu())
+        metrics = image_quality(self.holdout_features, f_fake) if full else {
+            "fd": frechet_distance(self.holdout_features, f_fake)}
+        k = self.num_classes
+        metrics.update({
+            "fd_real_baseline": self.baseline,
+            "fd_ratio": metrics["fd"] / self.baseline if self.baseline > 0 else float("inf"),
+            "class_coverage": float(class_coverage(labels, k)),
+            "num_classes": float(k),
+            "class_kl": class_histogram_kl(labels, k),
+        })
+        return metrics, fake
 
 
 def render(samples: torch.Tensor, path: Path, workspace: Path) -> Path:
@@ -72,7 +85,13 @@ def headline(metrics: dict[str, float]) -> str:
     if "modes" in metrics:
         return (f"modes {metrics['modes']:.0f}/{metrics['num_modes']:.0f}, high quality "
                 f"{100 * metrics['high_quality']:.1f}%, reverse KL {metrics['reverse_kl']:.3f}")
+    extra = (f", KID {metrics['kid']:.4f}, precision {metrics['precision']:.2f}, recall {metrics['recall']:.2f}"
+             if "kid" in metrics else "")
     return (f"Frechet distance {metrics['fd']:.3f} (real-vs-real baseline {metrics['fd_real_baseline']:.3f}, "
-            f"ratio {metrics['fd_ratio']:.2f}), KID {metrics['kid']:.4f}, precision {metrics['precision']:.2f}, "
-            f"recall {metrics['recall']:.2f}; classes covered {metrics['class_coverage']:.0f}/"
+            f"ratio {metrics['fd_ratio']:.2f}){extra}; classes covered {metrics['class_coverage']:.0f}/"
             f"{metrics['num_classes']:.0f}, class-histogram KL {metrics['class_kl']:.3f}")
+
+
+def evaluate(G: nn.Module, params, workspace: Path) -> tuple[dict[str, float], torch.Tensor]:
+    """The final evaluation of a pipeline run: params.eval.num_samples samples, every metric."""
+    return Evaluator(workspace).score(G, params.eval.num_samples, params.eval.seed)

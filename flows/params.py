@@ -72,7 +72,36 @@ class TrainConfig(Strict):
 
 class EvalConfig(Strict):
     num_samples: int = Field(2500, ge=10, description="generated samples scored (PacGAN uses 2,500)")
+    every: int = Field(1, ge=0, description="epochs between in-training probes of the primary metric; 0 = off")
+    probe_samples: int = Field(1000, ge=10, description="samples per in-training probe")
     seed: int = 1234
+
+
+SPEC_KINDS = ("choice", "grid", "uniform", "loguniform")
+
+
+class TuneSection(Strict):
+    """Ray Tune: `space` maps a params key (e.g. optim.lr_g) to {choice|grid: [...]} or
+    {uniform|loguniform: [low, high]}."""
+
+    num_samples: int = Field(4, ge=1)
+    scheduler: Literal["asha", "fifo"] = "asha"
+    grace_period: int = Field(2, ge=1, description="epochs before ASHA may stop a trial")
+    reduction_factor: int = Field(2, ge=2)
+    max_concurrent: int | None = Field(None, ge=1, description="default: CPUs // train.num_workers")
+    space: dict[str, dict[str, list]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _specs(self):
+        for key, spec in self.space.items():
+            if len(spec) != 1 or next(iter(spec)) not in SPEC_KINDS:
+                raise ValueError(f"tune.space.{key} must be one of {{{', '.join(SPEC_KINDS)}: [...]}}, got {spec}")
+            kind, values = next(iter(spec.items()))
+            if kind in ("uniform", "loguniform") and (len(values) != 2 or not values[0] < values[1]):
+                raise ValueError(f"tune.space.{key}.{kind} needs [low, high] with low < high")
+            if not values:
+                raise ValueError(f"tune.space.{key}.{kind} is empty")
+        return self
 
 
 class RegistryConfig(Strict):
@@ -88,7 +117,22 @@ class Params(Strict):
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    tune: TuneSection = TuneSection()
     registry: RegistryConfig = RegistryConfig()
+
+    @model_validator(mode="after")
+    def _space_keys_exist(self):
+        # A typo in a searched key must fail now, not in every trial.
+        raw = self.model_dump(mode="json")
+        for key, spec in self.tune.space.items():
+            kind, values = next(iter(spec.items()))
+            trial = json.loads(json.dumps(raw))
+            try:
+                apply(trial, key, values[0])
+                Params.model_validate({**trial, "tune": {}})
+            except (UserError, ValidationError) as exc:
+                raise ValueError(f"tune.space.{key}: {values[0]!r} is not a valid value there ({exc})") from None
+        return self
 
     @property
     def model_name(self) -> str:
@@ -139,7 +183,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     return out
 
 
-def _apply(tree: dict[str, Any], dotted: str, value: Any) -> None:
+def apply(tree: dict[str, Any], dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     node = tree
     for k in keys[:-1]:
@@ -177,7 +221,7 @@ def validate(raw: dict[str, Any], where: str) -> Params:
 def load(workspace: Path, overrides: list[str] | None = None) -> Params:
     raw = read_raw(workspace / PARAMS_FILE)
     for key, value in parse_overrides(overrides or []).items():
-        _apply(raw, key, value)
+        apply(raw, key, value)
     return validate(raw, str(workspace / PARAMS_FILE) + (" with --set overrides" if overrides else ""))
 
 
@@ -195,7 +239,7 @@ def write_overrides(workspace: Path, overrides: list[str]) -> Params:
     path = workspace / PARAMS_FILE
     doc = ry.load(path.read_text()) or {}
     for key, value in parse_overrides(overrides).items():
-        _apply(doc, key, value)
+        apply(doc, key, value)
     with path.open("w") as fh:
         ry.dump(doc, fh)
     return params

@@ -12,11 +12,12 @@ from prefect.cache_policies import NO_CACHE
 
 from flows import dvc, params as params_mod, ray_runtime, registry
 from flows.env import RunPaths, configure
-from flows.evaluate import evaluate, headline, render
+from flows.evaluate import PRIMARY, evaluate, headline, render
 from flows.plots import training_curves
-from flows.stages import PROCESSED
+from flows.stages import CLASSIFIER, PROCESSED, load_manifest
 from flows.errors import TrainingFailed
 from flows.train import RunIdentity, TrainOutcome, fit, run_identity
+from flows.tune import run_search
 from gan_core.checkpoint import generator_from_state
 
 
@@ -45,10 +46,14 @@ def train_task(paths: RunPaths, identity: RunIdentity) -> TrainOutcome:
     try:
         return fit(params, paths, identity)
     except TrainingFailed as exc:
-        client = registry.MlflowClient()
-        client.set_tag(identity.mlflow_run_id, "ganflow.failure", str(exc)[:5000])
-        registry.finish_run(identity.mlflow_run_id, "FAILED")
+        registry.fail_run(identity.mlflow_run_id, str(exc))
         raise
+
+
+@task(name="tune", cache_policy=NO_CACHE)
+def tune_task(paths: RunPaths, data_version: str) -> TrainOutcome:
+    """A Ray Tune search; returns the best trial's outcome (its MLflow child run carries on)."""
+    return run_search(params_mod.load(paths.workspace), paths, data_version).best
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
@@ -72,11 +77,16 @@ def evaluate_task(paths: RunPaths, outcome: TrainOutcome) -> dict[str, float]:
 @task(name="register", cache_policy=NO_CACHE)
 def register_task(paths: RunPaths, outcome: TrainOutcome, data_version: str, metrics: dict) -> str:
     params = params_mod.load(paths.workspace)
+    manifest = load_manifest(paths.workspace)
+    evaluator = json.loads((paths.workspace / CLASSIFIER / "classifier.json").read_text())["evaluator_version"]
     tags = {
         "data_version": data_version,
         "config_hash": outcome.identity.training_hash,
         "git_sha": registry.git_sha(paths.workspace),
         "ray_run": outcome.identity.name,
+        # Scores compare only on the same holdout with the same evaluator (the promotion gate checks).
+        "evaluator_version": evaluator,
+        "primary_metric": PRIMARY[manifest["kind"]],
         **{f"eval.{k}": f"{v:.6g}" for k, v in metrics.items()},
     }
     version = registry.register(outcome.identity.mlflow_run_id, params, outcome.state, tags)
@@ -85,7 +95,7 @@ def register_task(paths: RunPaths, outcome: TrainOutcome, data_version: str, met
 
 
 @flow(name="ganflow-pipeline", log_prints=True)
-def pipeline(workspace: str, new_run: bool = False) -> dict:
+def pipeline(workspace: str, new_run: bool = False, search: bool = False) -> dict:
     paths = configure(Path(workspace))
     timings: dict[str, float] = {}
 
@@ -98,10 +108,15 @@ def pipeline(workspace: str, new_run: bool = False) -> dict:
     try:
         data_version = timed("prepare", prepare_task, paths)
         params = params_mod.load(paths.workspace)
-        identity = run_identity(params, data_version, paths, new_run)
-        registry.start_run(params, paths, identity, data_version)
+        if search:
+            outcome = timed("tune", tune_task, paths, data_version)
+            identity = outcome.identity
+        else:
+            identity = run_identity(params, data_version, paths, new_run)
+            registry.start_run(params, paths, identity, data_version)
         try:
-            outcome = timed("train", train_task, paths, identity)
+            if not search:
+                outcome = timed("train", train_task, paths, identity)
             metrics = timed("evaluate", evaluate_task, paths, outcome)
             version = timed("register", register_task, paths, outcome, data_version, metrics)
         except BaseException:

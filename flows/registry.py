@@ -4,8 +4,10 @@ The generator is logged deliberately as a pyfunc "model from code" over a plain 
 (loadable with torch.load(weights_only=True)): no pickled classes, no torch.export GraphModule."""
 from __future__ import annotations
 
+import json
 import subprocess
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -55,8 +57,10 @@ def experiment_id(params: Params, paths: RunPaths) -> str:
     return client.create_experiment(params.experiment, artifact_location=location)
 
 
-def start_run(params: Params, paths: RunPaths, identity: RunIdentity, data_version: str) -> str:
-    """The MLflow run of a training run; a resumed training continues its earlier MLflow run."""
+def start_run(params: Params, paths: RunPaths, identity: RunIdentity, data_version: str,
+              parent_run_id: str | None = None, extra_tags: dict[str, str] | None = None) -> str:
+    """The MLflow run of a training run; a resumed training continues its earlier MLflow run.
+    A tune trial is a child of the search's parent run."""
     client = MlflowClient()
     if identity.mlflow_run_id:
         try:
@@ -72,6 +76,8 @@ def start_run(params: Params, paths: RunPaths, identity: RunIdentity, data_versi
         "ganflow.ray_run": identity.name,
         "ganflow.dataset": params.data.name,
         "ganflow.loss": params.loss.name,
+        **({"mlflow.parentRunId": parent_run_id} if parent_run_id else {}),
+        **(extra_tags or {}),
     }
     run = client.create_run(experiment_id(params, paths), run_name=identity.name, tags=tags)
     run_id = run.info.run_id
@@ -119,6 +125,57 @@ def register(run_id: str, params: Params, state: dict, tags: dict[str, str]) -> 
 
 def finish_run(run_id: str, status: str = "FINISHED") -> None:
     MlflowClient().set_terminated(run_id, status)
+
+
+def fail_run(run_id: str, reason: str) -> None:
+    """FAILED, with the reason where people look (a tag shown in the runs table)."""
+    client = MlflowClient()
+    client.set_tag(run_id, "ganflow.failure", reason[:5000])
+    client.set_terminated(run_id, "FAILED")
+
+
+def start_parent_run(params: Params, paths: RunPaths, data_version: str, search: dict) -> str:
+    """The parent run of a hyper-parameter search; trials are its children."""
+    client = MlflowClient()
+    run = client.create_run(experiment_id(params, paths), run_name=time.strftime("tune-%Y%m%d-%H%M%S"),
+                            tags={"ganflow.kind": "search", "ganflow.data_version": data_version,
+                                  "ganflow.git_sha": git_sha(paths.workspace)})
+    flat = _flatten({"tune": search})
+    client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, v[:6000]) for k, v in flat.items()])
+    return run.info.run_id
+
+
+def find_child_run(parent_run_id: str, ray_run: str) -> str:
+    client = MlflowClient()
+    exp = client.get_run(parent_run_id).info.experiment_id
+    runs = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent_run_id}' and "
+                                     f"tags.`ganflow.ray_run` = '{ray_run}'")
+    if not runs:
+        raise RuntimeError(f"no MLflow child run of {parent_run_id} for trial {ray_run}")
+    return runs[0].info.run_id
+
+
+def find_trial_run(parent_run_id: str, trial_id: str | None) -> str | None:
+    if not trial_id:
+        return None
+    client = MlflowClient()
+    exp = client.get_run(parent_run_id).info.experiment_id
+    runs = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent_run_id}' and "
+                                     f"tags.`ganflow.trial_id` = '{trial_id}'")
+    return runs[0].info.run_id if runs else None
+
+
+def log_trials(parent_run_id: str, trials: list[dict], best_config: dict, wall_s: float) -> None:
+    """The search's summary on its parent run: every trial (failed ones with their reason)."""
+    client = MlflowClient()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "trials.json"
+        path.write_text(json.dumps(trials, indent=2, default=str))
+        client.log_artifact(parent_run_id, str(path))
+    client.log_metric(parent_run_id, "trials_failed", sum(t["status"] != "ok" for t in trials))
+    client.log_metric(parent_run_id, "search_wall_s", wall_s)
+    client.set_tag(parent_run_id, "ganflow.best_config", json.dumps(best_config))
+    client.set_terminated(parent_run_id, "FINISHED")
 
 
 def load_generator(model_uri: str) -> nn.Module:

@@ -18,6 +18,7 @@ from flows import ray_runtime
 from flows.env import RunPaths
 from flows.errors import TrainingFailed, UserError
 from flows.params import Params
+from flows.evaluate import Evaluator
 from flows.stages import load_manifest, load_split
 from gan_core.config import ModelConfig
 from gan_core.recipes import describe
@@ -92,7 +93,7 @@ def last_checkpoint_epoch(identity: RunIdentity, paths: RunPaths) -> int | None:
     return int(ckpts[-1].name.split("_")[1]) + 1 if ckpts else None
 
 
-def fit(params: Params, paths: RunPaths, identity: RunIdentity) -> TrainOutcome:
+def fit(params: Params, paths: RunPaths, identity: RunIdentity, callbacks: list | None = None) -> TrainOutcome:
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     import ray
@@ -123,6 +124,8 @@ def fit(params: Params, paths: RunPaths, identity: RunIdentity) -> TrainOutcome:
         # Through the object store: works on a multi-node cluster too.
         "data_ref": ray.put(x.numpy()),
         "labels_ref": ray.put(y.numpy()) if model_cfg.conditional else None,
+        "evaluator_ref": ray.put(Evaluator(paths.workspace)) if params.eval.every else None,
+        "eval": params.eval.model_dump(),
         "mlflow_run_id": identity.mlflow_run_id,
     }
     trainer = TorchTrainer(
@@ -135,6 +138,7 @@ def fit(params: Params, paths: RunPaths, identity: RunIdentity) -> TrainOutcome:
             checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
             failure_config=FailureConfig(max_failures=t.max_failures),
             logging_config=LoggingConfig(log_level="WARNING"),  # per-report INFO lines drown progress
+            callbacks=callbacks,
         ),
     )
     started = time.perf_counter()

@@ -24,11 +24,11 @@ from gan_core.ema import EMA
 from gan_core.losses import GanLoss
 from gan_core.models import build_discriminator, build_generator
 from gan_core.recipes import ResolvedOptim
-from gan_core.steps import build_optimizers, train_epoch
+from gan_core.steps import build_optimizers, train_epoch, unwrap
 
 STATE_FILE = "state.pt"
 # The per-epoch progress line: losses, D accuracy (0.5 at equilibrium), Wasserstein estimate.
-_PROGRESS = ("loss_d", "loss_g", "d_acc_real", "d_acc_fake", "wasserstein")
+_PROGRESS = ("loss_d", "loss_g", "d_acc_real", "d_acc_fake", "wasserstein", "score")
 
 
 def _mean_across_ranks(metrics: dict[str, float], device) -> dict[str, float]:
@@ -108,8 +108,10 @@ def train_loop(config: dict) -> dict:
         DataLoader(TensorDataset(*tensors), batch_size=per_worker, shuffle=True, drop_last=shard >= per_worker)
     )
     logger = _MlflowEpochLogger(config.get("mlflow_run_id") if rank == 0 else None)
+    ev = config["eval"]
+    evaluator = ray.get(config["evaluator_ref"]) if rank == 0 and config["evaluator_ref"] is not None else None
 
-    diverged_at = None
+    diverged_at, score = None, math.inf
     for epoch in range(start_epoch, t["epochs"]):
         started = time.perf_counter()
         if world > 1:
@@ -124,6 +126,15 @@ def train_loop(config: dict) -> dict:
         metrics["epoch"] = epoch
         finite = metrics.get("nonfinite", 0.0) == 0.0 and all(math.isfinite(v) for v in metrics.values())
         metrics["nonfinite"] = 0.0 if finite else 1.0
+        if evaluator is not None:
+            if finite and ((epoch + 1) % ev["every"] == 0 or epoch + 1 == t["epochs"]):
+                # The quality the user cares about, as training goes (rank 0 only; the EMA G if any).
+                probe, _ = evaluator.score(ema.module if ema is not None else unwrap(G), ev["probe_samples"],
+                                           ev["seed"], full=False)
+                metrics.update({f"probe_{k}": v for k, v in probe.items()})
+                score = probe[evaluator.primary]
+            # Every report carries `score` (Tune insists): the last probe's, or +inf once diverged.
+            metrics["score"] = score if finite else math.inf
         history.append(metrics)
         logger.log(metrics, epoch)
         if rank == 0:

@@ -74,8 +74,10 @@ def test_bad_params_give_one_clear_message(workspace):
 
 
 def test_point_data_with_a_recipe_and_a_diverged_run_never_registered(workspace):
+    # Class-conditional on the mode index: labels travel through Ray and into the registered pyfunc.
     tiny = ["--set", "data.name=ring8", "--set", "data.points=2000", "--set", "loss=wgan-gp",
-            "--set", "train.epochs=2", "--set", "eval.num_samples=500", "--set", "train.num_workers=1"]
+            "--set", "model.conditional=true", "--set", "train.epochs=2", "--set", "eval.num_samples=500",
+            "--set", "train.num_workers=1"]
     proc = ganflow(workspace, "pipeline", *tiny)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Registered ganflow-ring8 version 1" in proc.stdout
@@ -85,15 +87,18 @@ def test_point_data_with_a_recipe_and_a_diverged_run_never_registered(workspace)
     out = workspace / "pts.npy"
     assert ganflow(workspace, "sample", "--model", "models:/ganflow-ring8/1", "-n", "7", "--out", str(out)).returncode == 0
     assert np.load(out).shape == (7, 2)
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{workspace / '.ganflow' / 'mlflow.db'}")
+    z_and_class = np.concatenate([np.zeros((3, 32)), [[0], [3], [7]]], axis=1).astype(np.float32)
+    assert mlflow.pyfunc.load_model("models:/ganflow-ring8/1").predict(z_and_class).shape == (3, 2)
 
     # Absurd learning rates blow up: the run stops, is recorded FAILED with its reason, never registered.
     bad = ganflow(workspace, "pipeline", "--set", "optim.lr_d=1e30", "--set", "optim.lr_g=1e30")
     assert bad.returncode == 1
     assert "diverged: NaN/Inf" in bad.stderr
-    import mlflow
     from mlflow.tracking import MlflowClient
 
-    mlflow.set_tracking_uri(f"sqlite:///{workspace / '.ganflow' / 'mlflow.db'}")
     client = MlflowClient()
     assert [str(v.version) for v in client.search_model_versions("name='ganflow-ring8'")] == ["1"]
     failed = client.search_runs([client.get_experiment_by_name("ganflow-ring8").experiment_id],

@@ -56,10 +56,12 @@ def _print_summary(s: dict, paths, wall: float) -> None:
     from flows.evaluate import headline
 
     bindir = Path(sys.executable).parent
-    print(f"\nRegistered {s['model_name']} version {s['version']}: {s['model_uri']}  ({wall:.0f} s)")
+    what = "Unchanged: still" if s["skipped"] else "Registered"
+    print(f"\n{what} {s['model_name']} version {s['version']}: {s['model_uri']}  ({wall:.0f} s)")
     print(f"  {headline(s['metrics'])}")
-    print(f"  stage times (s): {s['timings_s']}; data version {s['data_version']}; "
-          f"{s['epochs']} epochs (resumed from {s['resumed_from_epoch']})")
+    trained = "no training needed" if s["skipped"] else \
+        f"{s['epochs']} epochs (resumed from {s['resumed_from_epoch']})"
+    print(f"  stage times (s): {s['timings_s']}; data version {s['data_version']}; {trained}")
     print(f"  samples and curves: {s['images']}")
     print(f"  MLflow UI:   {bindir}/mlflow ui --backend-store-uri {os.environ['MLFLOW_TRACKING_URI']} "
           f"--host 127.0.0.1 --port 5000   (open http://127.0.0.1:5000, run {s['mlflow_run_id']})")
@@ -220,7 +222,11 @@ def ui(port: int = typer.Option(5000, "--port", min=1, max=65535, help="port on 
             raise UserError(f"port {port} on 127.0.0.1 is in use: pass --port with a free one") from None
     exe = bindir / "mlflow"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "mlflow"]
-    cmd += ["ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
+    # One worker and no job runner (GenAI judges/trace rollups: 7 huey processes): a local UI for one
+    # person starts in seconds instead of a minute on a small, busy machine. Env overrides the latter.
+    cmd += ["ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    child_env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION":
+                 os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")}
     if uri.startswith("sqlite:"):  # artifacts proxied for new experiments stay in the run dir, not ./mlartifacts
         cmd += ["--artifacts-destination", str(paths.mlflow_artifacts)]
 
@@ -229,7 +235,7 @@ def ui(port: int = typer.Option(5000, "--port", min=1, max=65535, help="port on 
 
     signal.signal(signal.SIGTERM, _terminate)  # before the child exists: a kill never orphans it
     # Own process group: mlflow ui starts a uvicorn child, and Ctrl-C/SIGTERM must stop both.
-    proc = subprocess.Popen(cmd, start_new_session=True)
+    proc = subprocess.Popen(cmd, env=child_env, start_new_session=True)
     rc = 0
     try:
         print(f"MLflow UI:   http://127.0.0.1:{port}   (store {uri})", flush=True)

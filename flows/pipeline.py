@@ -94,6 +94,36 @@ def register_task(paths: RunPaths, outcome: TrainOutcome, data_version: str, met
     return version
 
 
+def _unchanged(paths, params, identity, data_version, version, tags, timings) -> dict:
+    """Nothing changed since a registered version (same data version and config hash): skip."""
+    print(f"Unchanged since {params.model_name} version {version} (data version {data_version}, config hash "
+          f"{identity.training_hash}): skipping training, evaluation and registration. "
+          "Pass --new-run to retrain anyway.")
+    metrics = {k.removeprefix("eval."): float(v) for k, v in tags.items() if k.startswith("eval.")}
+    return _summary(paths, params, identity, data_version, version, metrics, timings, epochs=None, resumed=None,
+                    skipped=True)
+
+
+def _summary(paths, params, identity, data_version, version, metrics, timings, epochs, resumed,
+             skipped=False) -> dict:
+    summary = {
+        "model_name": params.model_name,
+        "version": version,
+        "model_uri": f"models:/{params.model_name}/{version}",
+        "mlflow_run_id": identity.mlflow_run_id,
+        "ray_run": identity.name,
+        "data_version": data_version,
+        "metrics": metrics,
+        "epochs": epochs,
+        "resumed_from_epoch": resumed,
+        "skipped": skipped,
+        "timings_s": timings,
+        "images": str(paths.home / "runs" / identity.name),
+    }
+    (paths.home / "last_pipeline.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
 @flow(name="ganflow-pipeline", log_prints=True)
 def pipeline(workspace: str, new_run: bool = False, search: bool = False) -> dict:
     paths = configure(Path(workspace))
@@ -113,6 +143,9 @@ def pipeline(workspace: str, new_run: bool = False, search: bool = False) -> dic
             identity = outcome.identity
         else:
             identity = run_identity(params, data_version, paths, new_run)
+            cached = None if new_run else registry.version_for_run(params.model_name, identity.name)
+            if cached:
+                return _unchanged(paths, params, identity, data_version, *cached, timings)
             registry.start_run(params, paths, identity, data_version)
         try:
             if not search:
@@ -124,18 +157,5 @@ def pipeline(workspace: str, new_run: bool = False, search: bool = False) -> dic
             raise
     finally:
         ray_runtime.shutdown()
-    summary = {
-        "model_name": params.model_name,
-        "version": version,
-        "model_uri": f"models:/{params.model_name}/{version}",
-        "mlflow_run_id": identity.mlflow_run_id,
-        "ray_run": identity.name,
-        "data_version": data_version,
-        "metrics": metrics,
-        "epochs": len(outcome.history),
-        "resumed_from_epoch": outcome.resumed_from_epoch,
-        "timings_s": timings,
-        "images": str(paths.home / "runs" / identity.name),
-    }
-    (paths.home / "last_pipeline.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    return _summary(paths, params, identity, data_version, version, metrics, timings,
+                    epochs=len(outcome.history), resumed=outcome.resumed_from_epoch)

@@ -187,6 +187,19 @@ def load_generator(model_uri: str) -> nn.Module:
     return generator_from_state(torch.load(local, weights_only=True, map_location="cpu"))
 
 
+def version_for_run(model_name: str, ray_run: str) -> tuple[str, dict[str, str]] | None:
+    """The registered version made by this training run (same data version and config hash), if any."""
+    client = MlflowClient()
+    try:
+        versions = client.search_model_versions(f"name = '{model_name}' and tags.ray_run = '{ray_run}'")
+    except mlflow.exceptions.MlflowException:
+        return None  # no such model yet
+    if not versions:
+        return None
+    mv = max(versions, key=lambda v: int(v.version))
+    return str(mv.version), dict(mv.tags)
+
+
 def version_summary(model_name: str, version: str) -> dict:
     mv = MlflowClient().get_model_version(model_name, version)
     return {"name": model_name, "version": version, "run_id": mv.run_id, "tags": dict(mv.tags)}

@@ -57,10 +57,19 @@ def test_pipeline_end_to_end_registers_a_loadable_generator(workspace):
     pyfunc = mlflow.pyfunc.load_model("models:/ganflow-digits/1")
     assert pyfunc.predict(np.zeros((3, 32), dtype=np.float32)).shape == (3, 1, 8, 8)
 
-    # The same command again resumes the finished run explicitly instead of training from scratch.
+    # Nothing changed (same data version and config hash): the same command skips training and says so.
     again = ganflow(workspace, "pipeline")
     assert again.returncode == 0, again.stderr[-4000:]
-    assert "Resuming run" in again.stdout + again.stderr  # Prefect routes task prints to its log
+    assert "skipping training" in again.stdout + again.stderr
+    assert "Unchanged: still ganflow-digits version 1" in again.stdout
+    assert len(client.search_model_versions("name='ganflow-digits'")) == 1
+
+    # Without the registered version, the finished Ray run is resumed explicitly, not retrained.
+    client.delete_model_version("ganflow-digits", "1")
+    third = ganflow(workspace, "pipeline")
+    assert third.returncode == 0, third.stderr[-4000:]
+    assert "Resuming run" in third.stdout + third.stderr  # Prefect routes task prints to its log
+    assert "Registered ganflow-digits version 2" in third.stdout
     assert json.loads((workspace / ".ganflow" / "last_pipeline.json").read_text())["ray_run"] == summary["ray_run"]
 
 

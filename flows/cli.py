@@ -70,6 +70,30 @@ def _print_summary(s: dict, paths, wall: float) -> None:
 
 
 @app.command()
+def serve(workspace: Path = Workspace,
+          cron: str = typer.Option("0 3 * * *", help="when to retrain (cron, the server's local time)"),
+          name: str = typer.Option("ganflow-retrain", help="deployment name")):
+    """Serve the pipeline as a scheduled Prefect deployment (retraining). Runs until Ctrl-C.
+
+    Each scheduled run is cheap when nothing changed: same data version and config hash skip training."""
+    paths = configure(workspace)
+    from prefect import serve as prefect_serve
+    from prefect.client.schemas.schedules import CronSchedule
+
+    try:
+        CronSchedule(cron=cron)
+    except ValueError:
+        raise UserError(f"--cron {cron!r} is not a valid cron expression (e.g. '0 3 * * *')") from None
+
+    from flows.pipeline import pipeline as flow
+
+    deployment = flow.to_deployment(name=name, cron=cron, parameters={"workspace": str(paths.workspace)})
+    print(f"Serving deployment ganflow-pipeline/{name} on cron {cron!r} for {paths.workspace}; "
+          f"PREFECT_API_URL={os.environ.get('PREFECT_API_URL', '(ephemeral, in PREFECT_HOME)')}")
+    prefect_serve(deployment)
+
+
+@app.command()
 def prepare(workspace: Path = Workspace,
             source: Optional[Path] = typer.Option(None, help="folder or .zip of PNG/JPEG images (default: bundled digits)"),
             name: Optional[str] = typer.Option(None, help="dataset name (default: the source's name)"),

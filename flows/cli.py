@@ -62,6 +62,8 @@ def _print_summary(s: dict, paths, wall: float) -> None:
     trained = "no training needed" if s["skipped"] else \
         f"{s['epochs']} epochs (resumed from {s['resumed_from_epoch']})"
     print(f"  stage times (s): {s['timings_s']}; data version {s['data_version']}; {trained}")
+    if s.get("promotion"):
+        print(f"  promotion: {s['promotion']['decision']}: {s['promotion']['reason']}")
     print(f"  samples and curves: {s['images']}")
     print(f"  MLflow UI:   {bindir}/mlflow ui --backend-store-uri {os.environ['MLFLOW_TRACKING_URI']} "
           f"--host 127.0.0.1 --port 5000   (open http://127.0.0.1:5000, run {s['mlflow_run_id']})")

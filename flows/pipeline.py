@@ -105,7 +105,7 @@ def _unchanged(paths, params, identity, data_version, version, tags, timings) ->
 
 
 def _summary(paths, params, identity, data_version, version, metrics, timings, epochs, resumed,
-             skipped=False) -> dict:
+             skipped=False, promotion=None) -> dict:
     summary = {
         "model_name": params.model_name,
         "version": version,
@@ -117,11 +117,20 @@ def _summary(paths, params, identity, data_version, version, metrics, timings, e
         "epochs": epochs,
         "resumed_from_epoch": resumed,
         "skipped": skipped,
+        "promotion": promotion,
         "timings_s": timings,
         "images": str(paths.home / "runs" / identity.name),
     }
     (paths.home / "last_pipeline.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+@task(name="promote", cache_policy=NO_CACHE)
+def promote_task(paths: RunPaths, model_name: str, version: str) -> dict:
+    """The gate: champion only if strictly better on the same holdout and evaluator."""
+    from flows.promote import promote
+
+    return promote(model_name, version, paths, params_mod.load(paths.workspace)).as_dict()
 
 
 @flow(name="ganflow-pipeline", log_prints=True)
@@ -155,7 +164,9 @@ def pipeline(workspace: str, new_run: bool = False, search: bool = False) -> dic
         except BaseException:
             registry.finish_run(identity.mlflow_run_id, "FAILED")  # never leave a run "RUNNING"
             raise
+        # After the run is finished: a gate error must not mark the trained run FAILED.
+        promotion = timed("promote", promote_task, paths, params.model_name, version)
     finally:
         ray_runtime.shutdown()
     return _summary(paths, params, identity, data_version, version, metrics, timings,
-                    epochs=len(outcome.history), resumed=outcome.resumed_from_epoch)
+                    epochs=len(outcome.history), resumed=outcome.resumed_from_epoch, promotion=promotion)

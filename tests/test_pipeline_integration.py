@@ -20,6 +20,7 @@ def test_pipeline_end_to_end_registers_a_loadable_generator(workspace):
     proc = ganflow(workspace, "pipeline", *TINY)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "Registered ganflow-digits version 1: models:/ganflow-digits/1" in proc.stdout
+    assert "promotion: promoted" in proc.stdout  # the first valid version becomes champion
     assert "epoch 2/2" in proc.stdout + proc.stderr  # rank-0 progress reached the driver
 
     # DVC versioned the data and pushed it to the local remote under the run dir.

@@ -1,0 +1,339 @@
+"""The promotion gate: does a newly registered version replace the `champion`?
+
+MLflow 3 deprecates registry stages, so the gate speaks in aliases and version tags:
+
+* every version put through the gate gets the alias ``challenger`` (the latest one judged);
+* it takes the alias ``champion`` only if it is valid (its run did not fail, its primary score is a
+  finite number) and strictly beats the current champion (lower primary metric; see
+  flows.evaluate.PRIMARY) on the same holdout (``data_version`` tag) with the same evaluator
+  (``evaluator_version`` tag). When either differs, or a stored score is unusable, both models are
+  re-evaluated on the workspace's current holdout and the fresh scores decide (and are recorded);
+* with no champion yet, a valid version becomes champion; a tie or a worse score keeps the champion;
+* the decision, both scores and the reason are written as ``promotion.*`` tags on the challenger.
+
+Promoting the current champion again is harmless: "kept", "already champion", and no alias or tag
+moves. A failed or NaN version is "rejected": a recorded outcome, not an error.
+
+Concurrency: read champion -> compare -> set alias runs under a file lock in the run directory
+(``<GANFLOW_HOME>/promote.lock``), so concurrent promotions on one machine serialise and end with
+the best version as champion. LIMITATION: with a remote MLflow server shared by several machines
+this lock is per machine; they need a shared lock (a lock file on a shared filesystem via
+GANFLOW_HOME, or a lock service) because MLflow alias moves are last-writer-wins and MLflow has no
+compare-and-set for aliases.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from filelock import FileLock, Timeout
+
+from flows.env import RunPaths
+from flows.errors import UserError
+from flows.params import Params
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+LOCK_FILE = "promote.lock"
+LOCK_TIMEOUT_S = 900  # a re-evaluation of two image models under the lock can take a while
+BAD_RUN_STATUSES = ("FAILED", "KILLED")
+
+DecisionKind = Literal["promoted", "kept", "rejected"]
+
+
+@dataclass
+class Decision:
+    model: str
+    version: str
+    decision: DecisionKind
+    reason: str
+    metric: str | None
+    challenger_score: float | None
+    champion_score: float | None
+    champion_before: str | None  # champion version when the gate started (None: there was none)
+    champion_after: str | None
+    reevaluated: bool = False
+
+    def summary(self) -> str:
+        """The one line the CLI (and the pipeline log) prints."""
+        head = f"{self.model} version {self.version}: {self.decision.upper()}"
+        if self.decision == "promoted":
+            return f"{head} -> champion (was {_v(self.champion_before)}); {self.reason}"
+        if self.decision == "kept":
+            return f"{head}, champion stays {_v(self.champion_after)}; {self.reason}"
+        return f"{head} (never promoted), champion stays {_v(self.champion_after)}; {self.reason}"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _v(version: str | None) -> str:
+    return f"version {version}" if version else "none"
+
+
+def _fmt(x: float | None) -> str:
+    return "none" if x is None else format(x, ".8g")
+
+
+def _score(raw: str | None) -> float | None:
+    """A stored score tag as a finite float, else None (missing, unparsable, NaN or Inf)."""
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def promote(model_name: str, version: str, paths: RunPaths, params: Params, echo: bool = True) -> Decision:
+    """Put `version` of `model_name` through the gate; returns (and prints) the decision.
+
+    Call after flows.env.configure() so MLflow points at the workspace's store."""
+    from mlflow.tracking import MlflowClient
+
+    version = str(version).strip()
+    client = MlflowClient()
+    # Unknown model/version fail here, before waiting for the lock; this also opens the store's
+    # connection outside the lock, so concurrent promoters only queue for the decision itself.
+    _model_version(client, model_name, version)
+    lock = FileLock(str(paths.home / LOCK_FILE), timeout=LOCK_TIMEOUT_S)
+    try:
+        with lock:
+            decision = _decide(client, model_name, version, paths, params)
+    except Timeout:
+        raise UserError(f"another promotion has held {lock.lock_file} for over {LOCK_TIMEOUT_S} s; "
+                        "try again when it has finished") from None
+    if echo:
+        print(decision.summary())
+    return decision
+
+
+def _decide(client, name: str, version: str, paths: RunPaths, params: Params) -> Decision:
+    mv = _model_version(client, name, version)  # read again under the lock: tags may have moved
+    champion = _champion(client, name)
+    before = str(champion.version) if champion is not None else None
+    if before != version:  # re-promoting the champion moves nothing, not even `challenger`
+        client.set_registered_model_alias(name, CHALLENGER, version)
+
+    def decided(kind: DecisionKind, reason: str, metric: str | None, mine: float | None,
+                theirs: float | None, reevaluated: bool = False, record: bool = True) -> Decision:
+        after = version if kind == "promoted" else before
+        d = Decision(name, version, kind, reason, metric, mine, theirs, before, after, reevaluated)
+        if kind == "promoted":
+            client.set_registered_model_alias(name, CHAMPION, version)
+        if record:
+            tags = {
+                "promotion.decision": kind,
+                "promotion.reason": reason[:4900],
+                "promotion.metric": metric or "none",
+                "promotion.challenger_score": _fmt(mine),
+                "promotion.champion_score": _fmt(theirs),
+                "promotion.champion_version": before or "none",
+                "promotion.reevaluated": str(reevaluated).lower(),
+                "promotion.at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            for k, v in tags.items():
+                client.set_model_version_tag(name, version, k, v)
+        return d
+
+    if before == version:
+        # Idempotent: nothing changes, and the record of how it became champion stays intact.
+        metric = mv.tags.get("primary_metric")
+        return decided("kept", "already champion", metric, _score(mv.tags.get(f"eval.{metric}")),
+                       _score(mv.tags.get(f"eval.{metric}")), record=False)
+
+    metric = mv.tags.get("primary_metric") or (champion.tags.get("primary_metric") if champion else None) \
+        or _workspace_metric(paths, params)
+    mine = _score(mv.tags.get(f"eval.{metric}"))
+
+    failure = _run_failure(client, mv.run_id)
+    if failure:
+        return decided("rejected", failure, metric, mine, None)
+    if mine is None:
+        raw = mv.tags.get(f"eval.{metric}")
+        what = "missing" if raw is None else f"{raw!r}"
+        return decided("rejected", f"primary score eval.{metric} is {what}, not a finite number",
+                       metric, None, None)
+    if champion is None:
+        return decided("promoted", f"no champion yet; {metric} {_fmt(mine)}", metric, mine, None)
+
+    theirs = _score(champion.tags.get(f"eval.{metric}"))
+    same = [k for k in ("data_version", "evaluator_version", "primary_metric")
+            if mv.tags.get(k) and mv.tags.get(k) == champion.tags.get(k)]
+    if len(same) == 3 and theirs is not None:
+        where = f"same holdout {mv.tags['data_version'][:12]} and evaluator {mv.tags['evaluator_version']}"
+        return _compare(decided, metric, mine, theirs, before, where, reevaluated=False)
+
+    # Scores made on another holdout or by another evaluator do not compare: score both afresh.
+    why = _incomparable(mv.tags, champion.tags, theirs, metric)
+    fresh = _Rescorer(client, name, paths, params)
+    metric = fresh.metric
+    try:
+        mine = fresh.score(version)
+    except Exception as exc:  # noqa: BLE001 - a model that cannot be scored cannot be promoted
+        return decided("rejected", f"{why}; re-evaluation failed: {exc}"[:4900], metric, None, None,
+                       reevaluated=True)
+    try:
+        theirs = fresh.score(before)
+    except Exception as exc:  # noqa: BLE001 - fail closed: no decision without the champion's score
+        raise UserError(f"{name} version {version}: cannot re-score champion version {before} on the current "
+                        f"holdout ({why}): {exc}; nothing was promoted") from None
+    where = (f"{why}; both re-evaluated on the current holdout {fresh.data_version[:12]} "
+             f"with evaluator {fresh.evaluator_version}")
+    if mine is None:
+        return decided("rejected", f"{where}: the challenger's {metric} is not a finite number", metric,
+                       None, theirs, reevaluated=True)
+    if theirs is None:
+        return decided("promoted", f"{where}: the champion's {metric} is not a finite number", metric,
+                       mine, None, reevaluated=True)
+    return _compare(decided, metric, mine, theirs, before, where, reevaluated=True)
+
+
+def _compare(decided, metric: str, mine: float, theirs: float, before: str | None, where: str,
+             reevaluated: bool) -> Decision:
+    if mine < theirs:
+        return decided("promoted", f"{metric} {_fmt(mine)} < {_fmt(theirs)} of version {before} ({where})",
+                       metric, mine, theirs, reevaluated)
+    rel = "=" if mine == theirs else ">"
+    return decided("kept", f"{metric} {_fmt(mine)} {rel} {_fmt(theirs)} of version {before}, not strictly "
+                           f"better ({where})", metric, mine, theirs, reevaluated)
+
+
+def _incomparable(mine: dict, theirs: dict, their_score: float | None, metric: str) -> str:
+    for key in ("data_version", "evaluator_version", "primary_metric"):
+        a, b = mine.get(key), theirs.get(key)
+        if not a or not b:
+            return f"{key} tag missing on {'the challenger' if not a else 'the champion'}"
+        if a != b:
+            return f"{key} differs ({a[:16]} vs champion's {b[:16]})"
+    return f"the champion's stored eval.{metric} is {theirs.get(f'eval.{metric}')!r}"
+
+
+def _model_version(client, name: str, version: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise UserError(f"model {name!r} is not registered in {_uri()} (so it has no version "
+                            f"{version!r}); registered models: {_names(client)}") from None
+        raise UserError(f"cannot read model {name!r} from MLflow at {_uri()}: {exc.message}") from None
+    try:
+        return client.get_model_version(name, version)
+    except MlflowException:
+        raise UserError(f"model {name!r} has no version {version!r}; its versions: "
+                        f"{_versions(client, name)}") from None
+
+
+def _names(client) -> str:
+    try:
+        names = sorted(m.name for m in client.search_registered_models())
+    except Exception:  # noqa: BLE001 - only decorates the message
+        return "(could not list)"
+    return ", ".join(names) or "none"
+
+
+def _versions(client, name: str) -> str:
+    try:
+        found = client.search_model_versions(f"name = '{name}'")
+    except Exception:  # noqa: BLE001 - only decorates the message
+        return "(could not list)"
+    return ", ".join(sorted((str(v.version) for v in found), key=int)) or "none"
+
+
+def _uri() -> str:
+    import mlflow
+
+    return mlflow.get_tracking_uri()
+
+
+def _champion(client, name: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def _run_failure(client, run_id: str | None) -> str | None:
+    """Why the version's run disqualifies it, or None. A deleted run is not held against it."""
+    if not run_id:
+        return None
+    try:
+        run = client.get_run(run_id)
+    except Exception:  # noqa: BLE001 - run gone (store pruned): judge the version by its scores
+        return None
+    if run.info.status in BAD_RUN_STATUSES:
+        why = run.data.tags.get("ganflow.failure", "no reason recorded")
+        return f"its run {run_id} ended {run.info.status}: {why}"
+    return None
+
+
+def _workspace_metric(paths: RunPaths, params: Params) -> str:
+    from flows.evaluate import PRIMARY
+
+    try:
+        from flows.stages import load_manifest
+
+        return PRIMARY[load_manifest(paths.workspace)["kind"]]
+    except (OSError, KeyError, ValueError):
+        return PRIMARY["points" if params.data.is_points else "images"]
+
+
+class _Rescorer:
+    """Scores registered versions on the workspace's current holdout with its current evaluator,
+    and records each fresh score as version tags (reeval.*)."""
+
+    def __init__(self, client, name: str, paths: RunPaths, params: Params):
+        from flows import evaluate as ev
+        from flows.stages import CLASSIFIER, PROCESSED, load_manifest
+
+        ws = paths.workspace
+        info = ws / CLASSIFIER / "classifier.json"
+        if not (ws / PROCESSED / "manifest.json").exists() or not info.exists():
+            raise UserError(f"the challenger and the champion of {name!r} were scored on different data or "
+                            f"by different evaluators, and re-scoring them needs the prepared data in {ws} "
+                            "(data/processed and data/classifier): run `dvc repro` or `ganflow prepare` first")
+        self.client, self.name, self.params = client, name, params
+        self.manifest = load_manifest(ws)
+        self.metric = ev.PRIMARY[self.manifest["kind"]]
+        self.evaluator_version = json.loads(info.read_text())["evaluator_version"]
+        self.data_version = _data_version(ws, self.manifest)
+        self.evaluator = ev.Evaluator(ws)  # holdout features computed once, for both models
+
+    def _metrics(self, G) -> dict[str, float]:
+        # full=False: the primary metric (fd / reverse_kl) without the k-NN extras nobody compares here.
+        return self.evaluator.score(G, self.params.eval.num_samples, self.params.eval.seed, full=False)[0]
+
+    def score(self, version: str) -> float | None:
+        from flows.registry import load_generator
+
+        G = load_generator(f"models:/{self.name}/{version}")
+        value = float(self._metrics(G)[self.metric])
+        tags = {
+            f"reeval.{self.metric}": _fmt(value),
+            "reeval.data_version": self.data_version,
+            "reeval.evaluator_version": self.evaluator_version,
+            "reeval.at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        for k, v in tags.items():
+            self.client.set_model_version_tag(self.name, version, k, v)
+        return value if math.isfinite(value) else None
+
+
+def _data_version(workspace: Path, manifest: dict) -> str:
+    """DVC's md5 of data/processed; without a dvc.lock (data prepared outside DVC), a hash of the
+    manifest's file checksums, prefixed so the two are never mistaken for each other."""
+    from flows import dvc
+
+    try:
+        return dvc.data_version(workspace)
+    except UserError:
+        digest = hashlib.md5(json.dumps(manifest.get("md5", {}), sort_keys=True).encode()).hexdigest()
+        return f"manifest-{digest[:12]}"

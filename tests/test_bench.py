@@ -1,0 +1,67 @@
+"""Smoke tests of the science benchmarks (bench/): each script's --quick path at even smaller
+settings, in-process and single-process, checking the printed tables' rows and value ranges."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from bench import digits_compare, mode_collapse
+
+
+def _rows(out: str, section: str) -> dict[str, list[str]]:
+    """Markdown-table rows (first cell -> cells) under the '## section' heading."""
+    block = out.split(f"## {section}", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in block.splitlines():
+        if line.startswith("| ") and not line.startswith("|--"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows[cells[0]] = cells
+    return rows
+
+
+def _mean(cell: str) -> float:
+    return float(cell.split("±")[0])
+
+
+def test_mode_collapse_quick(capsys, one_thread):
+    rc = mode_collapse.main(["--quick", "--steps", "20", "--procs", "1", "--recipes", "gan,wgan-gp,best"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    for dataset, k in (("ring8", 8), ("grid25", 25)):
+        rows = _rows(out, dataset)
+        assert {"gan", "wgan-gp", f"best ({mode_collapse.BEST})"} <= set(rows), rows.keys()
+        assert any("quoted from PacGAN paper" in r for r in rows)
+        for name, cells in rows.items():
+            if "quoted" in name or name == "recipe":
+                continue
+            assert 0 <= _mean(cells[2]) <= k
+            assert 0 <= int(cells[3]) <= k
+            assert 0.0 <= _mean(cells[4]) <= 100.0
+            assert 0.0 <= _mean(cells[6]) <= 1.01 * __import__("math").log(k)
+        assert rows["wgan-gp"][8] == "20x5"  # same G steps, 5 critic steps each
+    assert re.search(r"^goals: ring8=(MET|NOT MET), grid25=(MET|NOT MET)$", out, re.M)
+    assert "wall time:" in out
+
+
+def test_mode_collapse_rejects_unknown_recipe(capsys):
+    with pytest.raises(SystemExit):
+        mode_collapse.main(["--recipes", "nope"])
+
+
+def test_digits_compare_quick(capsys, one_thread):
+    rc = digits_compare.main(["--quick", "--epochs", "1", "--classifier-epochs", "1", "--procs", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    rows = _rows(out, "digits")
+    assert set(digits_compare.RECIPES) | {"real holdout (baseline)"} <= set(rows), rows.keys()
+    for name in digits_compare.RECIPES:
+        cells = rows[name]
+        assert 0 <= _mean(cells[4]) <= 10
+        assert _mean(cells[6]) >= 0.0  # FD
+        assert int(cells[3]) == (4 if "wgan" in name else 22)  # 1 epoch of 22 D steps
+    base = rows["real holdout (baseline)"]
+    assert int(base[4]) == 10  # the holdout itself covers every class
+    # A real-vs-real FD must beat 1 epoch of any GAN.
+    assert float(base[6]) < min(_mean(rows[n][6]) for n in digits_compare.RECIPES)
+    assert "wall time:" in out

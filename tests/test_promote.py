@@ -1,0 +1,335 @@
+"""The promotion gate against a real MLflow SQLite store: tiny generators registered through
+flows.registry.register() without training, their version tags set by hand."""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+
+# Heavy imports (torch, mlflow) stay inside functions: the concurrency test's spawned workers
+# import this module, and each import is seconds on a busy machine.
+
+
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """An initialised (migrated) MLflow SQLite file: copying it saves each test the migrations.
+    One per session, shared by the test modules that import this fixture."""
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path_factory.getbasetemp() / "mlflow-template.db"
+    if not db.exists():
+        MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
+    return db
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    """`ganflow ARGS` through flows.cli.main in this process (the subprocess start costs seconds):
+    (exit code, stdout, stderr). The variables env.configure() sets are put back afterwards."""
+    import contextlib
+    import io
+    import sys
+
+    from flows import cli
+
+    saved_env, saved_argv = dict(os.environ), sys.argv
+    out, err = io.StringIO(), io.StringIO()
+    sys.argv = ["ganflow", *args]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            cli.main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return code, out.getvalue(), err.getvalue()
+
+
+def open_store(workspace: Path, home: Path, template: Path, monkeypatch):
+    """Point MLflow (this process and any child) at a fresh store in `home`; returns RunPaths.
+    Both the variable and MLflow's global URI are put back when the test ends."""
+    from mlflow.tracking._tracking_service import utils
+
+    from flows.env import RunPaths
+
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(template, home / "mlflow.db")
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("GANFLOW_HOME", str(home))
+    monkeypatch.setattr(utils, "_tracking_uri", uri)  # what mlflow.set_tracking_uri sets, undone after
+    return RunPaths(workspace, home)
+
+
+@pytest.fixture
+def store(tmp_path, empty_store, monkeypatch):
+    return open_store(tmp_path / "ws", tmp_path / "home", empty_store, monkeypatch)
+
+
+def ring8_params(name: str = "ganflow-ring8"):
+    from flows.params import Params
+
+    return Params.model_validate({"data": {"name": "ring8", "points": 500},
+                                  "registry": {"model_name": name, "experiment": name}})
+
+
+def tiny_state(G=None, width: int = 8, depth: int = 2) -> dict:
+    """A generator bundle as the trainer would leave it (no EMA): an MLP on 2-D points."""
+    from gan_core.config import ModelConfig
+    from gan_core.models import build_generator
+
+    cfg = ModelConfig(arch="mlp", width=width, depth=depth)
+    G = G if G is not None else build_generator(cfg, (2,))
+    return {"generator": G.state_dict(), "ema": None, "model": cfg.model_dump(), "data_shape": [2]}
+
+
+def make_version(paths, params, score: float | None, *, status: str = "FINISHED", data_version: str = "dv-1",
+                 evaluator: str = "modes-ring8-v1", metric: str = "reverse_kl", state: dict | None = None) -> str:
+    """Register a version the way the pipeline's register task does, with hand-set tags."""
+    from mlflow.tracking import MlflowClient
+
+    from flows import registry
+
+    client = MlflowClient()
+    run = client.create_run(registry.experiment_id(params, paths), tags={"ganflow.data_version": data_version})
+    tags = {"data_version": data_version, "evaluator_version": evaluator, "primary_metric": metric,
+            "config_hash": "test", "git_sha": "none", "ray_run": "none"}
+    if score is not None:
+        tags[f"eval.{metric}"] = f"{score:.6g}"  # as register_task writes it: nan/inf included
+    version = registry.register(run.info.run_id, params, state or tiny_state(), tags)
+    if status == "FAILED":
+        client.set_tag(run.info.run_id, "ganflow.failure", "diverged: NaN/Inf in loss_d at epoch 2")
+    client.set_terminated(run.info.run_id, status)  # register() ends its run FINISHED
+    return version
+
+
+def aliases(name: str) -> dict[str, str]:
+    from mlflow.tracking import MlflowClient
+
+    return {k: str(v) for k, v in MlflowClient().get_registered_model(name).aliases.items()}
+
+
+def vtags(name: str, version: str) -> dict[str, str]:
+    from mlflow.tracking import MlflowClient
+
+    return dict(MlflowClient().get_model_version(name, version).tags)
+
+
+def test_better_version_replaces_the_champion_worse_and_equal_are_kept(store, one_thread):
+    from flows.promote import promote
+
+    p = ring8_params()
+    name = p.model_name
+    v1, v2, v3, v4 = (make_version(store, p, s) for s in (0.5, 0.3, 0.3, 0.9))
+
+    d = promote(name, v1, store, p)
+    assert (d.decision, d.champion_before, d.champion_after) == ("promoted", None, v1)
+    assert "no champion yet" in d.reason
+    assert aliases(name) == {"champion": v1, "challenger": v1}
+
+    d = promote(name, v2, store, p)
+    assert (d.decision, d.champion_before, d.champion_after) == ("promoted", v1, v2)
+    assert (d.challenger_score, d.champion_score, d.metric, d.reevaluated) == (0.3, 0.5, "reverse_kl", False)
+    t = vtags(name, v2)
+    assert t["promotion.decision"] == "promoted" and t["promotion.champion_version"] == v1
+    assert float(t["promotion.challenger_score"]) == 0.3 and float(t["promotion.champion_score"]) == 0.5
+    assert t["promotion.metric"] == "reverse_kl" and t["promotion.at"].endswith("Z")
+
+    equal = promote(name, v3, store, p)  # a tie is not an improvement
+    worse = promote(name, v4, store, p)
+    assert (equal.decision, worse.decision) == ("kept", "kept")
+    assert "not strictly better" in equal.reason and "0.3 = 0.3" in equal.reason
+    assert aliases(name) == {"champion": v2, "challenger": v4}
+    assert vtags(name, v4)["promotion.decision"] == "kept"
+    assert float(vtags(name, v4)["promotion.champion_score"]) == 0.3
+
+
+def test_nan_inf_missing_scores_and_failed_runs_are_rejected_never_promoted(store, one_thread, capsys):
+    from flows.promote import promote
+
+    p = ring8_params()
+    name = p.model_name
+    nan, inf, missing = (make_version(store, p, s) for s in (float("nan"), float("inf"), None))
+    failed = make_version(store, p, 0.01, status="FAILED")  # a great score, but its run failed
+
+    for v in (nan, inf, missing):  # even with no champion at all
+        d = promote(name, v, store, p)
+        assert d.decision == "rejected" and d.champion_after is None, d
+        assert "not a finite number" in d.reason
+        assert vtags(name, v)["promotion.decision"] == "rejected"
+    assert "'nan'" in vtags(name, nan)["promotion.reason"] and "missing" in vtags(name, missing)["promotion.reason"]
+    assert "REJECTED" in capsys.readouterr().out
+
+    good = make_version(store, p, 0.8)
+    assert promote(name, good, store, p).decision == "promoted"
+    d = promote(name, failed, store, p)
+    assert d.decision == "rejected" and "FAILED" in d.reason and "diverged" in d.reason
+    assert aliases(name)["champion"] == good
+    assert vtags(name, failed)["promotion.decision"] == "rejected"
+
+
+def test_promoting_the_champion_again_is_harmless(store, one_thread):
+    from flows.promote import promote
+
+    p = ring8_params()
+    name = p.model_name
+    v1, v2 = make_version(store, p, 0.4), make_version(store, p, 0.5)
+    promote(name, v1, store, p)
+    promote(name, v2, store, p)  # kept: now the challenger
+    before = vtags(name, v1)
+    for _ in range(2):
+        again = promote(name, v1, store, p)
+        assert (again.decision, again.reason, again.champion_after) == ("kept", "already champion", v1)
+    assert vtags(name, v1) == before  # the record of how it became champion stays
+    assert aliases(name) == {"champion": v1, "challenger": v2}  # no alias moved
+
+
+def test_unknown_model_or_version_is_a_user_error(store, one_thread):
+    from flows.errors import UserError
+    from flows.promote import promote
+
+    p = ring8_params()
+    make_version(store, p, 0.4)
+    with pytest.raises(UserError, match=r"model 'nope' is not registered.*version '1'"):
+        promote("nope", "1", store, p)
+    with pytest.raises(UserError, match=r"model 'ganflow-ring8' has no version '7'; its versions: 1"):
+        promote(p.model_name, "7", store, p)
+    with pytest.raises(UserError, match=r"has no version 'x'"):
+        promote(p.model_name, "x", store, p)
+
+
+def test_four_concurrent_promotions_end_with_the_best_as_champion(store, one_thread):
+    import multiprocessing as mp
+
+    from mlflow.tracking import MlflowClient
+
+    from flows.promote import promote
+
+    p = ring8_params()
+    name = p.model_name
+    incumbent = make_version(store, p, 0.6)
+    promote(name, incumbent, store, p)
+    scores = {make_version(store, p, s): s for s in (0.7, 0.2, 0.5, 0.4)}
+    best, worst = min(scores, key=scores.get), max(scores, key=scores.get)
+
+    # Four processes, each running flows.promote.promote at once. Not fork: a forked child would share
+    # this process's SQLite connections. The fork server imports MLflow once and forks clean workers.
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["flows.promote", "mlflow.tracking", "mlflow.store.model_registry.sqlalchemy_store"])
+    procs = [ctx.Process(target=promote, args=(name, v, store, p), kwargs={"echo": False}) for v in scores]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=300)
+    assert [proc.exitcode for proc in procs] == [0] * 4
+
+    assert aliases(name)["champion"] == best
+    versions = {str(v.version): v.tags for v in MlflowClient().search_model_versions(f"name = '{name}'")}
+    assert sorted(versions, key=int) == ["1", "2", "3", "4", "5"]  # no version lost
+    assert versions[best]["promotion.decision"] == "promoted"
+    assert versions[worst]["promotion.decision"] == "kept"  # 0.7 never beats the 0.6 incumbent
+    for t in versions.values():  # every one judged and recorded; a promotion beat the champion it met
+        assert t["promotion.decision"] in {"promoted", "kept"}
+        if t["promotion.decision"] == "promoted" and t["promotion.champion_version"] != "none":
+            assert float(t["promotion.challenger_score"]) < float(t["promotion.champion_score"])
+    # The champions form one chain: best <- ... <- the incumbent, each promotion beating the one before.
+    v, chain = best, [best]
+    while versions[v]["promotion.champion_version"] != "none":
+        v = versions[v]["promotion.champion_version"]
+        chain.append(v)
+    assert chain[-1] == incumbent and len(set(chain)) == len(chain)
+    assert (store.home / "promote.lock").exists()
+
+
+def _two_mode_generator(width: int = 8):
+    """An MLP generator that puts each sample exactly on mode 0 or mode 4 of ring8 (by the sign of z0):
+    reverse KL log 4, much better than a collapsed one (log 8)."""
+    import torch
+
+    from gan_core.config import ModelConfig
+    from gan_core.models import build_generator
+
+    G = build_generator(ModelConfig(arch="mlp", width=width, depth=2), (2,))
+    l1, l2, l3 = (m for m in G.net if isinstance(m, torch.nn.Linear))
+    k = 100.0  # steep ramp: |z0| < 1/k (0.8% of samples) fall between the modes
+    with torch.no_grad():
+        for layer in (l1, l2, l3):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        l1.weight[0, 0], l1.weight[1, 0], l1.bias[1] = k, k, -1.0  # relu(kz) - relu(kz - 1) = step(z0 > 0)
+        l1.weight[2, 0], l1.weight[3, 0], l1.bias[3] = -k, -k, -1.0  # the same for z0 < 0
+        l2.weight[0, 0], l2.weight[0, 1] = 1.0, -1.0
+        l2.weight[1, 2], l2.weight[1, 3] = 1.0, -1.0
+        l3.weight[0, 0], l3.weight[0, 1] = 1.0, -1.0  # (1, 0) for z0 > 0, (-1, 0) for z0 < 0
+    return G
+
+
+def _collapsed_generator(width: int = 8):
+    """Every sample on mode 0: mode collapse, reverse KL log 8 (the worst)."""
+    import torch
+
+    from gan_core.config import ModelConfig
+    from gan_core.models import build_generator
+
+    G = build_generator(ModelConfig(arch="mlp", width=width, depth=2), (2,))
+    with torch.no_grad():
+        G.net[-1].weight.zero_()
+        G.net[-1].bias.copy_(torch.tensor([1.0, 0.0]))
+    return G
+
+
+def test_scores_from_another_evaluator_are_recomputed_on_the_current_holdout(
+        workspace, empty_store, monkeypatch, one_thread):
+    from flows import params as params_mod, stages
+    from flows.promote import promote
+
+    paths = open_store(workspace, workspace / ".ganflow", empty_store, monkeypatch)
+    p = params_mod.load(workspace, ["data.name=ring8", "data.points=500", "eval.num_samples=1000"])
+    stages.prepare(p, workspace)
+    evaluator = stages.train_classifier(p, workspace)["evaluator_version"]
+    name = p.model_name
+
+    # The champion's stored score came from an older evaluator and looks excellent; the challenger's
+    # stored score looks poor. Only fresh scores on the same holdout can decide.
+    old = make_version(paths, p, 0.1, evaluator="modes-ring8-v0",
+                       state=tiny_state(_collapsed_generator()))
+    assert promote(name, old, paths, p).decision == "promoted"
+    new = make_version(paths, p, 1.9, evaluator=evaluator, state=tiny_state(_two_mode_generator()))
+    d = promote(name, new, paths, p)
+
+    assert d.reevaluated and d.decision == "promoted", d
+    assert "evaluator_version differs" in d.reason
+    assert d.challenger_score == pytest.approx(math.log(4), abs=0.05)
+    assert d.champion_score == pytest.approx(math.log(8), abs=1e-6)
+    assert aliases(name)["champion"] == new
+    t_new, t_old = vtags(name, new), vtags(name, old)
+    assert t_new["promotion.reevaluated"] == "true"
+    assert float(t_new["promotion.challenger_score"]) == pytest.approx(d.challenger_score, rel=1e-6)
+    assert float(t_new["promotion.champion_score"]) == pytest.approx(d.champion_score, rel=1e-6)
+    # The fresh scores are recorded on both versions, with what made them.
+    assert float(t_new["reeval.reverse_kl"]) == pytest.approx(d.challenger_score, rel=1e-6)
+    assert float(t_old["reeval.reverse_kl"]) == pytest.approx(d.champion_score, rel=1e-6)
+    assert t_old["reeval.evaluator_version"] == t_new["reeval.evaluator_version"] == evaluator
+    assert t_old["reeval.data_version"] == t_new["reeval.data_version"]
+    assert t_old["eval.reverse_kl"] == "0.1"  # the original scores are left as they were
+
+
+def test_cli_promote_reports_each_decision_and_refuses_unknown_versions(workspace, empty_store, monkeypatch):
+    paths = open_store(workspace, workspace / ".ganflow", empty_store, monkeypatch)
+    p = ring8_params("ganflow-digits")  # the workspace's params.yaml names this model
+    make_version(paths, p, float("nan"))
+
+    code, out, err = run_cli("promote", "--version", "1", "--workspace", str(workspace))
+    assert code == 0, out + err
+    assert "ganflow-digits version 1: REJECTED" in out and "not a finite number" in out
+    assert "champion is unchanged" in out
+
+    code, out, err = run_cli("promote", "--model", "ganflow-digits", "--version", "9", "--workspace", str(workspace))
+    assert code == 2
+    assert "model 'ganflow-digits' has no version '9'; its versions: 1" in err and "Traceback" not in err

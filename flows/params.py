@@ -147,13 +147,17 @@ class Params(Strict):
         """The optimiser actually used: explicit optim.* values, else the loss's paper recipe."""
         return resolve(self.loss, self.optim)
 
-    def training_hash(self) -> str:
-        """Identity of a training run: everything that changes the trained weights."""
+    def training_key(self) -> dict[str, Any]:
+        """Everything that changes the trained weights (not how the run is executed)."""
         keyed = {k: self.model_dump(mode="json")[k] for k in ("data", "model", "loss", "train")}
         keyed["optim"] = dataclasses.asdict(self.resolved_optim)
         for volatile in ("num_workers", "use_gpu", "max_failures", "checkpoint_every", "keep_checkpoints"):
             keyed["train"].pop(volatile)  # how we run, not what we learn (up to float summation order)
-        return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        return json.loads(json.dumps(keyed, sort_keys=True, default=str))
+
+    def training_hash(self) -> str:
+        """Identity of a training run: a digest of training_key."""
+        return hashlib.sha256(json.dumps(self.training_key(), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def format_validation_error(err: ValidationError, where: str) -> str:

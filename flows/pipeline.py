@@ -16,9 +16,12 @@ from flows.evaluate import PRIMARY, evaluate, headline, render
 from flows.plots import training_curves
 from flows.stages import CLASSIFIER, PROCESSED, load_manifest
 from flows.errors import TrainingFailed
+from flows.logs import quiet_expected_tracebacks
 from flows.train import RunIdentity, TrainOutcome, fit, run_identity
 from flows.tune import run_search
 from gan_core.checkpoint import generator_from_state
+
+quiet_expected_tracebacks()  # after Prefect set up its logging (at import)
 
 
 def _retry_unless_diverged(task, task_run, state) -> bool:
@@ -151,7 +154,7 @@ def pipeline(workspace: str, new_run: bool = False, search: bool = False) -> dic
             outcome = timed("tune", tune_task, paths, data_version)
             identity = outcome.identity
         else:
-            identity = run_identity(params, data_version, paths, new_run)
+            identity = run_identity(params, data_version, paths, new_run, guard_interrupted=True)
             cached = None if new_run else registry.version_for_run(params.model_name, identity.name)
             if cached:
                 return _unchanged(paths, params, identity, data_version, *cached, timings)

@@ -7,7 +7,9 @@ import os
 from flows.env import RunPaths
 
 # Forwarded to every Ray worker, also on a remote cluster where the driver's environment is absent.
-_FORWARD = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",
+# Credentials too (an authenticated MLflow server); ganflow never prints them.
+_FORWARD = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+            "MLFLOW_TRACKING_TOKEN", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",
             "RAY_TRAIN_ENABLE_PRINT_PATCH", "RAY_USAGE_STATS_ENABLED", "GANFLOW_HOME")
 
 

@@ -20,6 +20,7 @@ from torch import nn
 from flows import env
 from flows.env import RunPaths
 from flows.errors import UserError
+from flows.servers import redact
 from flows.params import Params
 from flows.train import RunIdentity
 from gan_core.checkpoint import generator_bundle, generator_from_state
@@ -49,7 +50,7 @@ def experiment_id(params: Params, paths: RunPaths) -> str:
     try:
         exp = client.get_experiment_by_name(params.experiment)
     except Exception as exc:  # an unreachable server: say which one
-        raise UserError(f"cannot reach MLflow at {mlflow.get_tracking_uri()}: {exc}") from None
+        raise UserError(f"cannot reach MLflow at {redact(mlflow.get_tracking_uri())}: {exc}") from None
     if exp is not None:
         return exp.experiment_id
     # With the embedded SQLite store, keep artifacts in the run dir (default would be ./mlruns).
@@ -114,13 +115,11 @@ def register(run_id: str, params: Params, state: dict, tags: dict[str, str]) -> 
             input_example=example,
             # Explicit: inferring requirements re-imports the model in a subprocess (slow).
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy", "ganflow"],
-            registered_model_name=params.model_name,
         )
-    version = str(info.registered_model_version)
-    client = MlflowClient()
-    for k, v in tags.items():
-        client.set_model_version_tag(params.model_name, version, k, v)
-    return version
+        # The version and its tags (scores, data version, config hash) in one create call: a crash
+        # can leave an unregistered logged model, never a version without the tags the gate reads.
+        mv = mlflow.register_model(info.model_uri, params.model_name, tags=tags)
+    return str(mv.version)
 
 
 def finish_run(run_id: str, status: str = "FINISHED") -> None:
@@ -180,6 +179,10 @@ def log_trials(parent_run_id: str, trials: list[dict], best_config: dict, wall_s
 
 def load_generator(model_uri: str) -> nn.Module:
     """A registered generator as a torch module, from its weights alone (no code from the artifact)."""
+    if ":" not in model_uri and not Path(model_uri).expanduser().exists():
+        # MLflow would read it as a local folder and only say "No such artifact: 'generator.pt'".
+        raise UserError(f"model {model_uri!r} is neither a model URI (models:/<name>/<version>, "
+                        "models:/<name>@<alias>, runs:/<run_id>/generator) nor an existing model folder")
     try:
         local = mlflow.artifacts.download_artifacts(f"{model_uri.rstrip('/')}/artifacts/{BUNDLE}")
     except mlflow.exceptions.MlflowException as exc:

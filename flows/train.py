@@ -9,7 +9,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -33,6 +33,9 @@ class RunIdentity:
     training_hash: str
     data_version: str
     mlflow_run_id: str | None = None
+    # running (or killed: nothing updates it then) | finished | diverged | failed | abandoned
+    status: str = "running"
+    params: dict = field(default_factory=dict)  # the training key, to name what changed
 
     @property
     def key(self) -> dict:
@@ -63,34 +66,78 @@ def resolve_model(params: Params, manifest: dict) -> ModelConfig:
     return cfg.model_copy(update={"arch": arch, "num_classes": num_classes})
 
 
-def run_identity(params: Params, data_version: str, paths: RunPaths, new_run: bool = False) -> RunIdentity:
+def run_identity(params: Params, data_version: str, paths: RunPaths, new_run: bool = False,
+                 guard_interrupted: bool = False) -> RunIdentity:
+    """The run these params + data make. With guard_interrupted (the pipeline), an interrupted run of
+    the same data with other hyper-parameters is refused rather than silently left behind."""
     h = params.training_hash()
     digest = hashlib.sha256(f"{h}:{data_version}".encode()).hexdigest()[:10]
     name = f"{params.data.name}-{digest}"
     if new_run:
         name += time.strftime("-%Y%m%d-%H%M%S")
-    identity = RunIdentity(name, h, data_version)
-    recorded = paths.ray_results / name / IDENTITY_FILE
-    if recorded.exists():
-        old = json.loads(recorded.read_text())
-        if {k: old.get(k) for k in identity.key} != identity.key:
-            raise UserError(f"run folder {recorded.parent} belongs to other hyper-parameters or data "
-                            f"({old}); rerun with --new-run to start a separate run")
-        identity.mlflow_run_id = old.get("mlflow_run_id")
+    identity = RunIdentity(name, h, data_version, params=params.training_key())
+    recorded = _read_identity(paths, name)
+    if recorded is not None:
+        if {k: recorded.get(k) for k in identity.key} != identity.key:
+            raise UserError(f"run folder {paths.ray_results / name} belongs to other hyper-parameters or data "
+                            f"({recorded}); rerun with --new-run to start a separate run")
+        identity.mlflow_run_id = recorded.get("mlflow_run_id")
+    if guard_interrupted:
+        others = [r for r in interrupted_runs(paths, params.data.name, data_version) if r["name"] != name]
+        if others and not new_run:
+            raise UserError(_changed_params_message(others[0], identity, paths))
+        for other in others:  # the user asked for a new run: these no longer block later runs
+            record_identity(RunIdentity(**{**other, "status": "abandoned"}), paths)
     return identity
+
+
+def _read_identity(paths: RunPaths, name: str) -> dict | None:
+    path = paths.ray_results / name / IDENTITY_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def interrupted_runs(paths: RunPaths, dataset: str, data_version: str) -> list[dict]:
+    """Runs of this data that stopped before finishing (killed or failed) and hold a checkpoint."""
+    found = []
+    for path in sorted(paths.ray_results.glob(f"{dataset}-*/{IDENTITY_FILE}")):
+        rec = json.loads(path.read_text())
+        if (rec.get("status", "finished") in ("running", "failed") and rec.get("data_version") == data_version
+                and last_checkpoint_epoch(path.parent) is not None):
+            found.append(rec)
+    return found
+
+
+def _changed_params_message(old: dict, new: RunIdentity, paths: RunPaths) -> str:
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    a, b = flat(old.get("params", {})), flat(new.params)
+    changed = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    epoch = last_checkpoint_epoch(paths.ray_results / old["name"])
+    return (f"run {old['name']} stopped after epoch {epoch} and its hyper-parameters differ from params.yaml ("
+            + ("; ".join(changed[:8]) or "unrecorded") + "). Restore them to resume that run, "
+            "or pass --new-run to leave it and start a new run with these settings.")
 
 
 def record_identity(identity: RunIdentity, paths: RunPaths) -> None:
     folder = paths.ray_results / identity.name
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / (IDENTITY_FILE + ".tmp")
-    tmp.write_text(json.dumps(identity.__dict__, indent=2))
+    tmp.write_text(json.dumps(dataclasses.asdict(identity), indent=2))
     tmp.replace(folder / IDENTITY_FILE)  # atomic: a crash never leaves half a file
 
 
-def last_checkpoint_epoch(identity: RunIdentity, paths: RunPaths) -> int | None:
-    ckpts = sorted((paths.ray_results / identity.name).glob("epoch_*"))
-    return int(ckpts[-1].name.split("_")[1]) + 1 if ckpts else None
+def last_checkpoint_epoch(run_dir: Path) -> int | None:
+    """The epoch to resume at: from Ray's own record of persisted checkpoints (a checkpoint folder that
+    a crash left half-copied is never in it), so a partial write is never resumed from."""
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+    if not snapshot.exists():
+        return None
+    latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
+    return int(latest["checkpoint_dir_name"].split("_")[1]) + 1 if latest else None
 
 
 def fit(params: Params, paths: RunPaths, identity: RunIdentity, callbacks: list | None = None) -> TrainOutcome:
@@ -105,10 +152,11 @@ def fit(params: Params, paths: RunPaths, identity: RunIdentity, callbacks: list 
     if not use_gpu and t.num_workers > cpus:
         raise UserError(f"train.num_workers={t.num_workers} needs {t.num_workers} CPUs; the Ray cluster has "
                         f"{cpus:g}. Lower train.num_workers or add nodes (RAY_ADDRESS).")
-    resumed = last_checkpoint_epoch(identity, paths)
+    resumed = last_checkpoint_epoch(paths.ray_results / identity.name)
     if resumed is not None:
         print(f"Resuming run {identity.name} from its checkpoint after epoch {resumed} "
               f"(same hyper-parameters and data; pass --new-run to start over)")
+    identity.status = "running"
     record_identity(identity, paths)
 
     model_cfg = resolve_model(params, load_manifest(paths.workspace))
@@ -135,7 +183,12 @@ def fit(params: Params, paths: RunPaths, identity: RunIdentity, callbacks: list 
         run_config=RunConfig(
             name=identity.name,
             storage_path=str(paths.ray_results),  # absolute, as Ray requires
-            checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
+            # The N best by the probe score (lower is better) when there is one; Ray always keeps
+            # the latest as well, which is what a resume starts from.
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=t.keep_checkpoints,
+                checkpoint_score_attribute="score" if params.eval.every else None,
+                checkpoint_score_order="min"),
             failure_config=FailureConfig(max_failures=t.max_failures),
             logging_config=LoggingConfig(log_level="WARNING"),  # per-report INFO lines drown progress
             callbacks=callbacks,
@@ -145,16 +198,25 @@ def fit(params: Params, paths: RunPaths, identity: RunIdentity, callbacks: list 
     try:
         result = trainer.fit()
     except Exception as exc:  # Ray wraps worker errors; keep the reason, drop Ray's internals
+        _settle(identity, paths, "failed")  # resumable: its checkpoints stay
         raise TrainingFailed(f"training run {identity.name} failed: {exc}") from exc
     wall = time.perf_counter() - started
     diverged_at = (result.return_value or {}).get("diverged_at")
     if diverged_at:
+        _settle(identity, paths, "diverged")  # resuming would only diverge again
         raise TrainingFailed(f"training run {identity.name} diverged: NaN/Inf at epoch {diverged_at}; "
                              "lower the learning rates or use a Lipschitz-constrained loss (wgan-gp, "
                              "spectral norm)")
     if result.checkpoint is None:
+        _settle(identity, paths, "failed")
         raise TrainingFailed(f"training run {identity.name} produced no checkpoint")
+    _settle(identity, paths, "finished")
     with result.checkpoint.as_directory() as d:
         state = torch.load(Path(d) / STATE_FILE, weights_only=True, map_location="cpu")
     history = state["history"]
     return TrainOutcome(identity, state, history, resumed or 0, wall)
+
+
+def _settle(identity: RunIdentity, paths: RunPaths, status: str) -> None:
+    identity.status = status
+    record_identity(identity, paths)

@@ -1,0 +1,63 @@
+"""Servers named by configuration (MLFLOW_TRACKING_URI, PREFECT_API_URL): checked before any work
+starts, so an unreachable one is one clear message naming it, not minutes of client retries and a
+half-done run. URIs are printed only with their credentials masked."""
+from __future__ import annotations
+
+import os
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+from flows.errors import UserError
+
+TIMEOUT_S = 5.0
+_SECRET_QUERY = re.compile(r"((?:token|key|secret|password|passwd|sig|signature)[^=&]*=)[^&]*", re.IGNORECASE)
+
+
+def redact(uri: str) -> str:
+    """`http://user:pw@host/x?token=t` -> `http://user:***@host/x?token=***`; anything else unchanged."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return uri
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{host}" if ":" in userinfo else f"***@{host}"
+    query = _SECRET_QUERY.sub(r"\1***", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _probe(url: str) -> str | None:
+    """None when something answers HTTP at url (any status: auth and routing are the client's
+    business), else the connection error."""
+    import requests
+
+    try:
+        requests.get(url, timeout=TIMEOUT_S)
+        return None
+    except requests.RequestException as exc:
+        return type(exc).__name__
+
+
+def check_mlflow() -> None:
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if uri.startswith(("http://", "https://")):
+        err = _probe(uri.rstrip("/") + "/health")
+        if err:
+            raise UserError(f"cannot reach the MLflow server at MLFLOW_TRACKING_URI={redact(uri)} ({err}). "
+                            "Start it, fix the URI, or unset it to use the embedded SQLite store.")
+
+
+def check_prefect() -> None:
+    url = os.environ.get("PREFECT_API_URL", "")
+    if url.startswith(("http://", "https://")):
+        err = _probe(url.rstrip("/") + "/health")
+        if err:
+            raise UserError(f"cannot reach the Prefect API at PREFECT_API_URL={redact(url)} ({err}). "
+                            "Start `prefect server start`, fix the URL, or unset it for the ephemeral API.")
+
+
+def check_all() -> None:
+    check_mlflow()
+    check_prefect()

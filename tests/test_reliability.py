@@ -1,0 +1,152 @@
+"""Faults: a SIGKILLed Ray worker, a SIGKILLed driver, changed hyper-parameters on resume, unreachable
+servers. Real Ray/Prefect/MLflow/DVC through the CLI, on ring8 (fast epochs)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+from conftest import BIN, clean_env, ganflow
+
+pytestmark = pytest.mark.integration
+
+EPOCHS = 14
+EVERY = 2
+RING = ["--set", "data.name=ring8", "--set", "data.points=4000", "--set", f"train.epochs={EPOCHS}",
+        "--set", f"train.checkpoint_every={EVERY}", "--set", "train.batch_size=32", "--set", "train.num_workers=2",
+        "--set", "eval.num_samples=500"]
+
+
+def _latest_checkpoint(ws: Path) -> int:
+    """The newest epoch Ray has recorded as persisted, over all runs (-1: none yet)."""
+    best = -1
+    for snap in (ws / ".ganflow" / "ray_results").glob("*/checkpoint_manager_snapshot.json"):
+        try:
+            latest = json.loads(snap.read_text()).get("latest_checkpoint_result")
+        except (json.JSONDecodeError, OSError):
+            continue  # being written
+        if latest:
+            best = max(best, int(latest["checkpoint_dir_name"].split("_")[1]))
+    return best
+
+
+def _start(ws: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([str(BIN / "ganflow"), *args, "--workspace", str(ws)], cwd=ws,
+                            env=clean_env(ws / ".ganflow"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+
+
+def _wait_for_checkpoint(ws: Path, proc: subprocess.Popen, epoch: int, timeout: float = 300) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = _latest_checkpoint(ws)
+        if got >= epoch:
+            return got
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        time.sleep(0.2)
+    raise AssertionError(f"no checkpoint of epoch {epoch} within {timeout} s")
+
+
+def _train_workers(proc: subprocess.Popen) -> list[psutil.Process]:
+    kids = psutil.Process(proc.pid).children(recursive=True)
+    return [p for p in kids if "RayTrainWorker" in " ".join(_cmdline(p))]
+
+
+def _cmdline(p: psutil.Process) -> list[str]:
+    try:
+        return p.cmdline()
+    except psutil.Error:
+        return []
+
+
+def _final_state(ws: Path, run: str) -> dict:
+    ckpt = ws / ".ganflow" / "ray_results" / run / f"epoch_{EPOCHS - 1:05d}" / "state.pt"
+    return torch.load(ckpt, weights_only=True)
+
+
+def _same_weights(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[part][k], b[part][k]) for part in ("generator", "discriminator")
+               for k in a[part]) and all(torch.equal(a["ema"]["module"][k], b["ema"]["module"][k])
+                                         for k in a["ema"]["module"])
+
+
+def test_a_killed_worker_resumes_from_its_checkpoint_and_ends_where_an_unbroken_run_ends(workspace):
+    proc = _start(workspace, "pipeline", *RING)
+    _wait_for_checkpoint(workspace, proc, 3)
+    victims = _train_workers(proc)
+    assert len(victims) == 2, [_cmdline(p) for p in psutil.Process(proc.pid).children(recursive=True)]
+    victims[-1].send_signal(signal.SIGKILL)  # one rank dies: Ray's FailureConfig restarts the group
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-4000:]
+    assert "Registered ganflow-ring8 version 1" in out
+    resumed = [int(m) for m in re.findall(r"resuming from checkpoint at epoch (\d+)", out)]
+    assert resumed and 4 <= resumed[0] < EPOCHS, out[-4000:]
+    epochs_run = re.findall(r"\[ganflow\] epoch (\d+)/", out)
+    assert EPOCHS <= len(epochs_run) <= EPOCHS + EVERY  # at most one checkpoint interval redone
+    run = json.loads((workspace / ".ganflow" / "last_pipeline.json").read_text())["ray_run"]
+    history = torch.load(workspace / ".ganflow" / "ray_results" / run / f"epoch_{EPOCHS - 1:05d}" / "state.pt",
+                         weights_only=True)["history"]
+    assert [h["epoch"] for h in history] == list(range(EPOCHS))  # no epoch lost or doubled
+
+    # G, D, both optimisers, the EMA and the RNG came back exactly: an unbroken run of the same
+    # settings ends with bit-identical weights.
+    again = ganflow(workspace, "pipeline", "--new-run")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    run2 = json.loads((workspace / ".ganflow" / "last_pipeline.json").read_text())["ray_run"]
+    assert run2 != run
+    assert _same_weights(_final_state(workspace, run), _final_state(workspace, run2))
+
+
+def test_a_killed_driver_resumes_on_rerun_and_changed_hyperparameters_are_refused(workspace):
+    proc = _start(workspace, "pipeline", *RING)
+    got = _wait_for_checkpoint(workspace, proc, 3)
+    for p in psutil.Process(proc.pid).children(recursive=True) + [psutil.Process(proc.pid)]:
+        try:
+            p.send_signal(signal.SIGKILL)  # the driver and its local Ray: nothing shuts down cleanly
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait(timeout=60)
+    mark = _latest_checkpoint(workspace)
+    assert mark >= got
+
+    # Other hyper-parameters while that run is unfinished: refused, naming what changed.
+    refused = ganflow(workspace, "pipeline", "--set", "optim.lr_g=0.001")
+    assert refused.returncode == 2, refused.stdout[-3000:] + refused.stderr[-3000:]
+    assert "optim.lr_g" in refused.stderr and "--new-run" in refused.stderr
+    assert "Traceback" not in refused.stderr + refused.stdout
+
+    # The original settings: the same run goes on from its last checkpoint, and says so.
+    resumed = ganflow(workspace, "pipeline", "--set", "optim.lr_g=null")
+    out = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, out[-4000:]
+    assert "Resuming run ring8-" in out and f"after epoch {mark + 1}" in out
+    assert f"resuming from checkpoint at epoch {mark + 1}/{EPOCHS}" in out
+    assert "Registered ganflow-ring8 version 1" in out
+    assert len(re.findall(r"\[ganflow\] epoch (\d+)/", resumed.stdout + resumed.stderr)) == EPOCHS - mark - 1
+
+    # Once nothing is left unfinished, other settings are simply a new run.
+    fresh = ganflow(workspace, "pipeline", "--set", "optim.lr_g=0.001", "--set", "train.epochs=2")
+    assert fresh.returncode == 0, fresh.stdout[-3000:] + fresh.stderr[-3000:]
+
+
+def test_unreachable_servers_are_one_clear_message_naming_them(workspace, tmp_path):
+    env = clean_env(workspace / ".ganflow")
+    for var, url in (("MLFLOW_TRACKING_URI", "http://ganflow:s3cret@127.0.0.1:9"),
+                     ("PREFECT_API_URL", "http://127.0.0.1:9/api")):
+        started = time.monotonic()
+        proc = subprocess.run([str(BIN / "ganflow"), "pipeline", "--workspace", str(workspace)], cwd=workspace,
+                              env={**env, var: url}, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+        assert var in proc.stderr and "127.0.0.1:9" in proc.stderr
+        assert "s3cret" not in proc.stdout + proc.stderr  # credentials never printed
+        assert "Traceback" not in proc.stdout + proc.stderr
+        assert time.monotonic() - started < 60
+    assert not (workspace / ".ganflow" / "mlflow.db").exists()  # nothing started, nothing half-done

@@ -25,6 +25,8 @@ def redact(uri: str) -> str:
         user = userinfo.split(":", 1)[0]
         netloc = f"{user}:***@{host}" if ":" in userinfo else f"***@{host}"
     query = _SECRET_QUERY.sub(r"\1***", parts.query)
+    if (netloc, query) == (parts.netloc, parts.query):
+        return uri  # nothing secret; urlunsplit would also rewrite `sqlite:////abs` paths
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 

@@ -95,6 +95,8 @@ def test_a_killed_worker_resumes_from_its_checkpoint_and_ends_where_an_unbroken_
     history = torch.load(workspace / ".ganflow" / "ray_results" / run / f"epoch_{EPOCHS - 1:05d}" / "state.pt",
                          weights_only=True)["history"]
     assert [h["epoch"] for h in history] == list(range(EPOCHS))  # no epoch lost or doubled
+    kept = sorted(d.name for d in (workspace / ".ganflow" / "ray_results" / run).glob("epoch_*"))
+    assert f"epoch_{EPOCHS - 1:05d}" in kept and len(kept) <= 3  # keep_checkpoints=2 best + the latest
 
     # G, D, both optimisers, the EMA and the RNG came back exactly: an unbroken run of the same
     # settings ends with bit-identical weights.

@@ -10,8 +10,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-# Unix socket paths (Ray's plasma store, raylet) must stay under ~107 bytes.
-_RAY_TEMP_MAX = 48
+# Unix socket paths must stay under 107 bytes; the longest Ray makes adds ~67 to its temp dir
+# (session_<date>_<time>_<pid>/sockets/dash_MetricsHead).
+_RAY_TEMP_MAX = 36
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,10 @@ def configure(workspace: Path) -> RunPaths:
     if not os.environ.get("RAY_ADDRESS"):
         # A local Ray cluster's auth token lives in the run dir, not in ~/.ray (a cluster brings its own).
         os.environ.setdefault("RAY_AUTH_TOKEN_PATH", str(_ray_token(home)))
+    elif os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        # Ray sends a token to an explicit address only with RAY_AUTH_MODE=token; without it a token
+        # cluster just says "Failed to connect". A token the user gave means: use it.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     os.environ["GANFLOW_HOME"] = str(home)
     return paths
 

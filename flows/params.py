@@ -64,6 +64,7 @@ class TrainConfig(Strict):
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="EMA of G used for evaluation; 0 = off")
     seed: int = 0
     num_workers: int = Field(2, ge=1)
+    cpus_per_worker: int = Field(1, ge=1, description="CPUs (and torch threads) per worker")
     use_gpu: Literal["auto", True, False] = "auto"
     checkpoint_every: int = Field(5, ge=1, description="epochs between checkpoints")
     keep_checkpoints: int = Field(2, ge=1)
@@ -151,7 +152,7 @@ class Params(Strict):
         """Everything that changes the trained weights (not how the run is executed)."""
         keyed = {k: self.model_dump(mode="json")[k] for k in ("data", "model", "loss", "train")}
         keyed["optim"] = dataclasses.asdict(self.resolved_optim)
-        for volatile in ("num_workers", "use_gpu", "max_failures", "checkpoint_every", "keep_checkpoints"):
+        for volatile in ("num_workers", "cpus_per_worker", "use_gpu", "max_failures", "checkpoint_every", "keep_checkpoints"):
             keyed["train"].pop(volatile)  # how we run, not what we learn (up to float summation order)
         return json.loads(json.dumps(keyed, sort_keys=True, default=str))
 

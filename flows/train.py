@@ -149,9 +149,10 @@ def fit(params: Params, paths: RunPaths, identity: RunIdentity, callbacks: list 
     ray_runtime.init(paths)
     use_gpu = t.use_gpu if t.use_gpu != "auto" else ray_runtime.gpus_available() >= t.num_workers
     cpus = ray.cluster_resources().get("CPU", 0)
-    if not use_gpu and t.num_workers > cpus:
-        raise UserError(f"train.num_workers={t.num_workers} needs {t.num_workers} CPUs; the Ray cluster has "
-                        f"{cpus:g}. Lower train.num_workers or add nodes (RAY_ADDRESS).")
+    if t.num_workers * t.cpus_per_worker > cpus:
+        raise UserError(f"train.num_workers={t.num_workers} x train.cpus_per_worker={t.cpus_per_worker} needs "
+                        f"{t.num_workers * t.cpus_per_worker} CPUs; the Ray cluster has {cpus:g}. Lower them "
+                        "or add nodes (RAY_ADDRESS).")
     resumed = last_checkpoint_epoch(paths.ray_results / identity.name)
     if resumed is not None:
         print(f"Resuming run {identity.name} from its checkpoint after epoch {resumed} "
@@ -179,7 +180,8 @@ def fit(params: Params, paths: RunPaths, identity: RunIdentity, callbacks: list 
     trainer = TorchTrainer(
         train_loop,
         train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=use_gpu),
+        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": t.cpus_per_worker}),
         run_config=RunConfig(
             name=identity.name,
             storage_path=str(paths.ray_results),  # absolute, as Ray requires

@@ -102,7 +102,8 @@ def run_search(params: Params, paths: RunPaths, data_version: str) -> TuneOutcom
     base_raw = params_mod.read_raw(paths.workspace / params_mod.PARAMS_FILE)
     ray_runtime.init(paths)
     cpus = ray.cluster_resources().get("CPU", 1)
-    concurrent = params.tune.max_concurrent or max(1, int(cpus // params.train.num_workers))
+    per_trial = params.train.num_workers * params.train.cpus_per_worker
+    concurrent = params.tune.max_concurrent or max(1, int(cpus // per_trial))
     s = params.tune
     scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=params.train.epochs,
                                grace_period=s.grace_period, reduction_factor=s.reduction_factor)

@@ -1,0 +1,184 @@
+"""What distribution and orchestration cost next to the training itself (issue 7, benchmarks 1-3).
+
+1. Ray Train overhead: the default digits DCGAN, same data, batch and epochs, as a bare PyTorch loop
+   (gan_core.steps.train_epoch, 1 thread) vs a 1-worker TorchTrainer (flows.train.fit, 1 CPU).
+   Steady state = wall time per epoch between epoch ends after the first (reports included);
+   start-up = from fit() to the end of the first epoch, minus that epoch's compute.
+2. Worker scaling on this machine: 1 worker x 2 threads vs 2 workers x 1 thread (DDP), same global
+   batch; ratio = throughput(2 x 1) / throughput(1 x 2).
+3. Pipeline overhead: `ganflow pipeline --new-run` with 1 training epoch in a workspace whose data,
+   classifier and Prefect database are already built (warm caches), vs its compute (the epoch's
+   training and the evaluation); the difference is the fixed cost of the orchestration.
+
+    .venv/bin/python -m bench.overhead               # 12 epochs per training, ~5 min on 2 cores
+    .venv/bin/python -m bench.overhead --epochs 4    # quick
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    __package__ = "bench"
+
+from bench.common import footer, table  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _workspace(parent: Path) -> Path:
+    ws = parent / "ws"
+    (ws / "data" / "raw").mkdir(parents=True)
+    for name in ("params.yaml", "dvc.yaml", ".dvcignore", "data/raw/README.md"):
+        shutil.copy(ROOT / name, ws / name)
+    (ws / ".gitignore").write_text("/data/processed\n/data/classifier\n.ganflow/\n")
+    git = ["git", "-c", "user.email=b@example.com", "-c", "user.name=b"]
+    subprocess.run(git + ["init", "-q"], cwd=ws, check=True)
+    subprocess.run(git + ["add", "-A"], cwd=ws, check=True)
+    subprocess.run(git + ["commit", "-qm", "bench"], cwd=ws, check=True)
+    return ws
+
+
+def _steady(history: list[dict]) -> float:
+    ends = [h["epoch_end_unix"] for h in history]
+    return (ends[-1] - ends[0]) / (len(ends) - 1)
+
+
+def bare_loop(params, ws: Path, threads: int) -> dict:
+    """The same model, data, batch and steps as a worker, without Ray: per-epoch wall times."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from flows.stages import load_manifest, load_split
+    from flows.train import resolve_model
+    from gan_core.ema import EMA
+    from gan_core.losses import GanLoss
+    from gan_core.models import build_discriminator, build_generator
+    from gan_core.steps import build_optimizers, train_epoch
+
+    torch.set_num_threads(threads)
+    x, _ = load_split(ws, "train")
+    cfg = resolve_model(params, load_manifest(ws))
+    t, optim = params.train, params.resolved_optim
+    torch.manual_seed(t.seed)
+    G, D = build_generator(cfg, tuple(x.shape[1:])), build_discriminator(cfg, tuple(x.shape[1:]))
+    opt_g, opt_d = build_optimizers(G, D, optim)
+    ema = EMA(G, t.ema_decay)
+    loader = DataLoader(TensorDataset(x), batch_size=t.batch_size, shuffle=True, drop_last=True)
+    ends = []
+    for epoch in range(t.epochs):
+        gen = torch.Generator().manual_seed(epoch)
+        train_epoch(G, D, loader, opt_g, opt_d, GanLoss(params.loss), n_critic=optim.n_critic, gen=gen,
+                    conditional=False, ema=ema)
+        ends.append(time.time())
+    return {"epoch_s": (ends[-1] - ends[0]) / (len(ends) - 1)}
+
+
+def ray_fit(params, paths, workers: int, cpus: int) -> dict:
+    from flows.train import fit, run_identity
+
+    p = params.model_copy(update={"train": params.train.model_copy(
+        update={"num_workers": workers, "cpus_per_worker": cpus, "checkpoint_every": params.train.epochs})})
+    identity = run_identity(p, f"bench-{workers}x{cpus}", paths, new_run=True)
+    started = time.time()
+    out = fit(p, paths, identity)
+    h = out.history
+    first_end = h[0]["epoch_end_unix"]
+    return {"epoch_s": _steady(h), "startup_s": first_end - h[0]["epoch_time_s"] - started,
+            "wall_s": time.time() - started}
+
+
+def pipeline_overhead(ws: Path, env: dict) -> dict:
+    def run(*extra: str) -> float:
+        started = time.time()
+        proc = subprocess.run([str(BIN / "ganflow"), "pipeline", "--workspace", str(ws), *extra], cwd=ws, env=env,
+                              capture_output=True, text=True)
+        if proc.returncode:
+            sys.exit(f"ganflow pipeline failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        return time.time() - started
+
+    tiny = ["--set", "train.epochs=1", "--set", "train.num_workers=1"]
+    run(*tiny)  # warm: data, classifier, DVC cache, Prefect's database
+    wall = run("--new-run")
+    summary = json.loads((ws / ".ganflow" / "last_pipeline.json").read_text())
+    import torch
+
+    ckpt = sorted((ws / ".ganflow" / "ray_results" / summary["ray_run"]).glob("epoch_*"))[-1] / "state.pt"
+    history = torch.load(ckpt, weights_only=True)["history"]
+    train_compute = sum(h["epoch_time_s"] for h in history)
+    stages = summary["timings_s"]
+    compute = train_compute + stages["evaluate"]
+    return {"wall_s": wall, "stages": stages, "train_compute_s": train_compute, "compute_s": compute,
+            "overhead_s": wall - compute}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=12)
+    args = ap.parse_args()
+    t0 = time.time()
+    tmp = Path(tempfile.mkdtemp(prefix="ganflow-bench-"))
+    ws = _workspace(tmp)
+    from flows.env import configure
+
+    paths = configure(ws)
+    from flows import params as params_mod, ray_runtime, stages
+
+    params_mod.write_overrides(ws, [f"train.epochs={args.epochs}", "eval.every=0"])
+    params = params_mod.load(ws)
+    stages.prepare(params, ws)
+    env = {**os.environ}
+
+    print(f"1/3 bare loop vs 1-worker TorchTrainer ({args.epochs} epochs of digits, batch {params.train.batch_size})",
+          flush=True)
+    bare1 = bare_loop(params, ws, 1)
+    try:
+        ray1 = ray_fit(params, paths, 1, 1)
+        print("2/3 worker scaling: 1 x 2 threads vs 2 x 1 thread", flush=True)
+        ray12 = ray_fit(params, paths, 1, 2)
+        ray21 = ray_fit(params, paths, 2, 1)
+    finally:
+        ray_runtime.shutdown()
+    bare2 = bare_loop(params, ws, 2)
+
+    print("3/3 pipeline overhead (warm caches)", flush=True)
+    pws = _workspace(tmp / "pipe")
+    penv = {k: v for k, v in env.items() if not k.startswith(("MLFLOW_", "PREFECT_", "RAY_", "DVC_", "GANFLOW_"))}
+    penv["GANFLOW_HOME"] = str(pws / ".ganflow")
+    pipe = pipeline_overhead(pws, penv)
+
+    n = len(__import__("flows.stages", fromlist=["load_split"]).load_split(ws, "train")[0])
+    rows = [
+        ["bare loop, 1 thread", f"{bare1['epoch_s']:.3f}", f"{n / bare1['epoch_s']:.0f}", "-", "1.00"],
+        ["TorchTrainer 1 worker x 1 CPU", f"{ray1['epoch_s']:.3f}", f"{n / ray1['epoch_s']:.0f}",
+         f"{ray1['startup_s']:.1f}", f"{bare1['epoch_s'] / ray1['epoch_s']:.2f}"],
+        ["bare loop, 2 threads", f"{bare2['epoch_s']:.3f}", f"{n / bare2['epoch_s']:.0f}", "-",
+         f"{bare1['epoch_s'] / bare2['epoch_s']:.2f}"],
+        ["TorchTrainer 1 worker x 2 CPUs", f"{ray12['epoch_s']:.3f}", f"{n / ray12['epoch_s']:.0f}",
+         f"{ray12['startup_s']:.1f}", f"{bare1['epoch_s'] / ray12['epoch_s']:.2f}"],
+        ["TorchTrainer 2 workers x 1 CPU (DDP)", f"{ray21['epoch_s']:.3f}", f"{n / ray21['epoch_s']:.0f}",
+         f"{ray21['startup_s']:.1f}", f"{bare1['epoch_s'] / ray21['epoch_s']:.2f}"],
+    ]
+    print("\n" + table(["training", "s/epoch (steady)", "images/s", "start-up s", "speed vs bare 1 thread"], rows))
+    print(f"\nRay Train overhead: steps/s ratio TorchTrainer/bare = {bare1['epoch_s'] / ray1['epoch_s']:.3f} "
+          "(goal >= 0.95)")
+    print(f"Worker scaling: throughput(2 workers x 1) / throughput(1 worker x 2) = "
+          f"{ray12['epoch_s'] / ray21['epoch_s']:.3f} (goal >= 0.9)")
+    print(f"Pipeline: wall {pipe['wall_s']:.1f} s, compute {pipe['compute_s']:.1f} s (training "
+          f"{pipe['train_compute_s']:.1f}, evaluation {pipe['stages']['evaluate']:.1f}) -> fixed overhead "
+          f"{pipe['overhead_s']:.1f} s (goal <= 30); stage wall times {pipe['stages']}")
+    print("\n" + footer(t0))
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -10,6 +10,7 @@ from typing import List, Optional
 
 import typer
 
+from flows import servers
 from flows.env import configure
 from flows.errors import TrainingFailed, UserError
 
@@ -30,6 +31,7 @@ def pipeline(workspace: Path = Workspace, set_: Optional[List[str]] = Sets,
     from flows import params
 
     params.write_overrides(paths.workspace, set_ or [])
+    servers.check_all()
     from flows.pipeline import pipeline as flow
 
     started = time.perf_counter()
@@ -45,6 +47,7 @@ def tune(workspace: Path = Workspace, set_: Optional[List[str]] = Sets):
     from flows import params
 
     params.write_overrides(paths.workspace, set_ or [])
+    servers.check_all()
     from flows.pipeline import pipeline as flow
 
     started = time.perf_counter()
@@ -65,7 +68,7 @@ def _print_summary(s: dict, paths, wall: float) -> None:
     if s.get("promotion"):
         print(f"  promotion: {s['promotion']['decision']}: {s['promotion']['reason']}")
     print(f"  samples and curves: {s['images']}")
-    print(f"  MLflow UI:   {bindir}/mlflow ui --backend-store-uri {os.environ['MLFLOW_TRACKING_URI']} "
+    print(f"  MLflow UI:   {bindir}/mlflow ui --backend-store-uri {servers.redact(os.environ['MLFLOW_TRACKING_URI'])} "
           f"--host 127.0.0.1 --port 5000   (open http://127.0.0.1:5000, run {s['mlflow_run_id']})")
     print(f"  Prefect UI:  PREFECT_HOME={os.environ['PREFECT_HOME']} {bindir}/prefect server start --host 127.0.0.1")
     print(f"  sample it:   {bindir}/ganflow sample --model {s['model_uri']} -n 64 --out samples.png")
@@ -86,12 +89,13 @@ def serve(workspace: Path = Workspace,
         CronSchedule(cron=cron)
     except ValueError:
         raise UserError(f"--cron {cron!r} is not a valid cron expression (e.g. '0 3 * * *')") from None
+    servers.check_all()
 
     from flows.pipeline import pipeline as flow
 
     deployment = flow.to_deployment(name=name, cron=cron, parameters={"workspace": str(paths.workspace)})
     print(f"Serving deployment ganflow-pipeline/{name} on cron {cron!r} for {paths.workspace}; "
-          f"PREFECT_API_URL={os.environ.get('PREFECT_API_URL', '(ephemeral, in PREFECT_HOME)')}")
+          f"PREFECT_API_URL={servers.redact(os.environ.get('PREFECT_API_URL', '(ephemeral, in PREFECT_HOME)'))}")
     prefect_serve(deployment)
 
 
@@ -120,6 +124,17 @@ def _stem(source: Path) -> str:
     return source.name.removesuffix(".zip") or "images"
 
 
+def _special_files(folder: str, names: list[str]) -> list[str]:
+    """copytree's ignore: FIFOs, sockets, devices cannot be copied (a FIFO blocks) nor versioned."""
+    import stat
+
+    special = [n for n in names if stat.S_IFMT(os.lstat(os.path.join(folder, n)).st_mode)
+               not in (stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK)]
+    for n in special:
+        print(f"  not imported: {os.path.join(folder, n)} (not a regular file)")
+    return special
+
+
 def import_source(source: Path, workspace: Path) -> str:
     """Copy an image folder/zip into data/raw/ so DVC versions it; returns the path for params.yaml."""
     source = source.expanduser().resolve()
@@ -136,7 +151,7 @@ def import_source(source: Path, workspace: Path) -> str:
     raw.mkdir(parents=True, exist_ok=True)
     if source.is_dir():
         # symlinks=True copies links as links; the loader skips them, so nothing outside is read.
-        shutil.copytree(source, dest, symlinks=True)
+        shutil.copytree(source, dest, symlinks=True, ignore=_special_files)
     else:
         shutil.copy2(source, dest)
     return str(dest.relative_to(workspace))
@@ -201,6 +216,7 @@ def promote(model: Optional[str] = typer.Option(None, "--model", help="registere
     from flows.promote import promote as gate
 
     p = params_mod.load(paths.workspace)
+    servers.check_mlflow()
     decision = gate(model or p.model_name, version, paths, p)  # prints the one-line summary
     if decision.decision == "rejected":
         print(f"  (version {version} was REJECTED and not promoted; the champion is unchanged. "
@@ -217,6 +233,8 @@ def compare(experiment: Optional[str] = typer.Option(None, "--experiment", "-e",
     paths = configure(workspace)
     from flows import params as params_mod
     from flows.compare import compare as build
+
+    servers.check_mlflow()
 
     p = params_mod.load(paths.workspace) if experiment is None or (paths.workspace / "params.yaml").exists() else None
     result = build(paths, experiment, out, params=p)
@@ -239,7 +257,7 @@ def ui(port: int = typer.Option(5000, "--port", min=1, max=65535, help="port on 
     bindir = Path(sys.executable).parent
     prefect = f"PREFECT_HOME={os.environ['PREFECT_HOME']} {bindir}/prefect server start --host 127.0.0.1"
     if uri.startswith(("http://", "https://", "databricks")):
-        print(f"MLflow UI: {uri}  (MLFLOW_TRACKING_URI is a server already: open it)\nPrefect UI:  {prefect}")
+        print(f"MLflow UI: {servers.redact(uri)}  (MLFLOW_TRACKING_URI is a server already: open it)\nPrefect UI:  {prefect}")
         return
     with socket.socket() as s:
         try:
@@ -264,7 +282,7 @@ def ui(port: int = typer.Option(5000, "--port", min=1, max=65535, help="port on 
     proc = subprocess.Popen(cmd, env=child_env, start_new_session=True)
     rc = 0
     try:
-        print(f"MLflow UI:   http://127.0.0.1:{port}   (store {uri})", flush=True)
+        print(f"MLflow UI:   http://127.0.0.1:{port}   (store {servers.redact(uri)})", flush=True)
         print(f"Prefect UI:  {prefect}   (then open http://127.0.0.1:4200)", flush=True)
         print("Ctrl-C stops the MLflow UI.", flush=True)
         rc = proc.wait()

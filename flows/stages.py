@@ -19,6 +19,7 @@ from gan_core.toy_data import sample_toy, toy_modes
 
 PROCESSED = Path("data/processed")
 CLASSIFIER = Path("data/classifier")
+SHOW_SKIPPED = 5  # skipped files listed by `prepare`; the manifest has every one
 
 
 def md5(path: Path) -> str:
@@ -80,6 +81,10 @@ def prepare(params: Params, workspace: Path) -> dict:
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"prepared {d.name}: {len(x_tr)} train + {len(x_ho)} holdout of shape {tuple(x.shape[1:])}, "
           f"{k} classes, {len(skipped)} files skipped")
+    for f, r in skipped[:SHOW_SKIPPED]:  # all of them are in manifest.json (logged to MLflow)
+        print(f"  skipped {f}: {r}")
+    if len(skipped) > SHOW_SKIPPED:
+        print(f"  ... and {len(skipped) - SHOW_SKIPPED} more (see {PROCESSED / 'manifest.json'})")
     return manifest
 
 

@@ -49,16 +49,50 @@ def _pil_bomb_guard(max_pixels: int) -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS = old
 
 
+class _Unusable(ValueError):
+    """A file we refuse, with the reason as the user should read it."""
+
+
+SIXTEEN_BIT_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}  # 16-bit grayscale PNG opens as one of these
+
+
+def _to_8bit(img: Image.Image, channels: int) -> Image.Image:
+    """Any PNG/JPEG mode -> 8-bit L or RGB.
+
+    16-bit grayscale: PIL's convert("L") clips at 255 (every pixel white), so scale 0..65535 down.
+    Alpha (RGBA, LA, PA, palette or single-colour transparency) is composited on a WHITE background,
+    the usual convention for sprites/scans with transparent margins (black would merge with dark ink)."""
+    if img.mode in SIXTEEN_BIT_MODES:
+        a = np.asarray(img, dtype=np.float64) / 257.0
+        img = Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return img.convert("L" if channels == 1 else "RGB")
+
+
 def _decode(raw: bytes, size: int, channels: int, max_pixels: int) -> np.ndarray:
     """Bytes -> (C, size, size) float32 in [-1, 1]. Raises on anything unusable."""
-    with Image.open(io.BytesIO(raw)) as img:
+    if not raw:
+        raise _Unusable("empty file (0 bytes)")
+    try:
+        opened = Image.open(io.BytesIO(raw))
+    except Image.UnidentifiedImageError:  # its message names a BytesIO address: useless to a user
+        raise _Unusable("cannot decode image: not a PNG or JPEG file") from None
+    with opened as img:
         if img.format not in ("PNG", "JPEG"):
-            raise ValueError(f"not a PNG/JPEG image (format {img.format})")
+            raise _Unusable(f"not a PNG/JPEG image (format {img.format})")
         w, h = img.size
         if w * h > max_pixels:  # checked on the header, before any pixel is decoded
             raise Image.DecompressionBombError(f"image too large ({w}x{h} > {max_pixels} pixels)")
+        try:
+            img.load()  # decode now, so a truncated file is reported as such
+        except OSError as e:
+            if "truncated" not in str(e):
+                raise
+            raise _Unusable("cannot decode image: file is truncated") from None
         img = ImageOps.exif_transpose(img)  # phone photos: honour the orientation tag
-        img = img.convert("L" if channels == 1 else "RGB")
+        img = _to_8bit(img, channels)
         # Centre-crop to square then resize, so non-square photos are not squashed.
         img = ImageOps.fit(img, (size, size), method=Image.Resampling.LANCZOS)
         arr = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
@@ -72,11 +106,22 @@ def _class_of(rel: PurePosixPath) -> str:
 def _iter_folder(root: Path, skipped: list[tuple[str, str]]) -> Iterator[tuple[PurePosixPath, bytes]]:
     for dirpath, dirnames, filenames in os.walk(root):  # followlinks=False: no escaping via links
         dirnames.sort()
+        for name in [d for d in dirnames if (Path(dirpath) / d).is_symlink()]:
+            dirnames.remove(name)  # os.walk would not descend anyway: say so instead of staying silent
+            skipped.append((Path(dirpath, name).relative_to(root).as_posix(), "symlink"))
         for name in sorted(filenames):
             path = Path(dirpath) / name
             rel = PurePosixPath(path.relative_to(root).as_posix())
             if path.is_symlink():
                 skipped.append((str(rel), "symlink"))
+                continue
+            try:
+                regular = stat.S_ISREG(path.lstat().st_mode)
+            except OSError as e:
+                skipped.append((str(rel), f"unreadable: {e.strerror or e}"))
+                continue
+            if not regular:  # a FIFO named x.png would block read_bytes() forever
+                skipped.append((str(rel), "not a regular file"))
                 continue
             if path.suffix.lower() not in IMAGE_EXTENSIONS:
                 skipped.append((str(rel), f"not an image file (extension {path.suffix or 'none'})"))
@@ -98,7 +143,11 @@ def _leaves_archive(name: str) -> bool:
 
 
 def _iter_zip(source: Path, skipped: list[tuple[str, str]]) -> Iterator[tuple[PurePosixPath, bytes]]:
-    with zipfile.ZipFile(source) as zf:
+    try:
+        archive = zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ValueError(f"{source} is not a readable zip archive: {e}") from None
+    with archive as zf:
         for info in sorted(zf.infolist(), key=lambda i: i.filename):
             name = info.filename
             if info.is_dir():
@@ -151,17 +200,24 @@ def load_images(
         for rel, raw in items:
             try:
                 arrays.append(_decode(raw, size, channels, max_pixels))
+            except _Unusable as e:
+                skipped.append((str(rel), str(e)))
+                continue
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+                # PIL refuses at open (its message gives no dimensions); ours names the limit.
+                skipped.append((str(rel), f"decompression bomb guard: image over {max_pixels} pixels"))
+                continue
             except Exception as e:  # noqa: BLE001 - any decoder failure means "skip this file"
-                reason = "decompression bomb guard" if isinstance(
-                    e, (Image.DecompressionBombError, Image.DecompressionBombWarning)
-                ) else "cannot decode image"
-                skipped.append((str(rel), f"{reason}: {e}"))
+                skipped.append((str(rel), f"cannot decode image: {e}"))
                 continue
             names.append(_class_of(rel))
 
     if not arrays:
+        if not skipped:
+            raise ValueError(f"no usable images in {source}: it contains no files")
         first = "; ".join(f"{p}: {r}" for p, r in skipped[:3])
-        raise ValueError(f"no usable images in {source}: {len(skipped)} files skipped" + (f" ({first})" if first else ""))
+        more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        raise ValueError(f"no usable images in {source}: {len(skipped)} files skipped ({first}{more})")
 
     class_names = sorted(set(names))
     index = {c: i for i, c in enumerate(class_names)}

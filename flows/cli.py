@@ -68,9 +68,15 @@ def _print_summary(s: dict, paths, wall: float) -> None:
     if s.get("promotion"):
         print(f"  promotion: {s['promotion']['decision']}: {s['promotion']['reason']}")
     print(f"  samples and curves: {s['images']}")
-    print(f"  MLflow UI:   {bindir}/mlflow ui --backend-store-uri {servers.redact(os.environ['MLFLOW_TRACKING_URI'])} "
-          f"--host 127.0.0.1 --port 5000   (open http://127.0.0.1:5000, run {s['mlflow_run_id']})")
-    print(f"  Prefect UI:  PREFECT_HOME={os.environ['PREFECT_HOME']} {bindir}/prefect server start --host 127.0.0.1")
+    uri, api = os.environ["MLFLOW_TRACKING_URI"], os.environ.get("PREFECT_API_URL", "")
+    if uri.startswith(("http://", "https://")):
+        print(f"  MLflow UI:   {servers.redact(uri)}   (run {s['mlflow_run_id']})")
+    else:
+        print(f"  MLflow UI:   {bindir}/ganflow ui -w {paths.workspace}   (open http://127.0.0.1:5000, run {s['mlflow_run_id']})")
+    if api:
+        print(f"  Prefect UI:  {servers.redact(api.rstrip('/').removesuffix('/api'))}")
+    else:
+        print(f"  Prefect UI:  PREFECT_HOME={os.environ['PREFECT_HOME']} {bindir}/prefect server start --host 127.0.0.1")
     print(f"  sample it:   {bindir}/ganflow sample --model {s['model_uri']} -n 64 --out samples.png")
 
 

@@ -20,7 +20,15 @@ def _dvc(paths: RunPaths, *args: str, check: bool = True) -> subprocess.Complete
     proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=paths.workspace, env=env,
                           text=True, capture_output=True)
     if check and proc.returncode != 0:
-        raise UserError(f"dvc {' '.join(args)} failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}".rstrip())
+        out = f"{proc.stdout}{proc.stderr}"
+        # A stage that stopped on a user's mistake said so in one `ganflow: error:` line: show that alone.
+        lines = out.splitlines()
+        start = next((i for i, ln in enumerate(lines) if ln.startswith("ganflow: error: ")), None)
+        if start is not None:
+            block = [lines[start].removeprefix("ganflow: error: ")]
+            block += [ln for ln in lines[start + 1:] if ln.startswith("  ")]  # multi-line messages indent
+            raise UserError("\n".join(block))
+        raise UserError(f"dvc {' '.join(args)} failed (exit {proc.returncode}):\n{out}".rstrip())
     return proc
 
 

@@ -128,7 +128,7 @@ def run_search(params: Params, paths: RunPaths, data_version: str) -> TuneOutcom
     ok = [r for r, t in zip(grid, trials) if t["status"] == "ok"]
     if not ok:
         registry.fail_run(parent, "every trial failed")
-        raise TrainingFailed(f"every one of {len(trials)} tune trials failed: {[t['error'] for t in trials]}")
+        raise TrainingFailed(f"every one of {len(trials)} tune trials failed: {[t['reason'] for t in trials]}")
     best = min(ok, key=lambda r: r.metrics["score"])
     state_dir = Path(best.metrics["checkpoint_path"])
     state = torch.load(state_dir / STATE_FILE, weights_only=True, map_location="cpu")

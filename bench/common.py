@@ -7,6 +7,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -88,3 +89,23 @@ def footer(t0: float) -> str:
     argv0 = os.path.relpath(sys.argv[0]) if sys.argv and os.path.isabs(sys.argv[0]) else sys.argv[0]
     cmd = " ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable), argv0, *sys.argv[1:]])
     return f"command: {cmd}\nwall time: {time.time() - t0:.1f} s"
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_workspace(ws: Path) -> Path:
+    """A throwaway ganflow workspace: the repo's params.yaml/dvc.yaml in a fresh git repo of its own
+    (DVC needs one), its run dir ignored. Tests and benchmarks both start from this."""
+    import shutil
+    import subprocess
+
+    (ws / "data" / "raw").mkdir(parents=True)
+    for name in ("params.yaml", "dvc.yaml", ".dvcignore", "data/raw/README.md"):
+        shutil.copy(ROOT / name, ws / name)
+    (ws / ".gitignore").write_text("/data/processed\n/data/classifier\n.ganflow/\n")
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run(git + ["init", "-q"], cwd=ws, check=True)
+    subprocess.run(git + ["add", "-A"], cwd=ws, check=True)
+    subprocess.run(git + ["commit", "-qm", "workspace"], cwd=ws, check=True)
+    return ws

@@ -29,23 +29,14 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     __package__ = "bench"
 
-from bench.common import footer, table  # noqa: E402
+from bench.common import footer, make_workspace, table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
 def _workspace(parent: Path) -> Path:
-    ws = parent / "ws"
-    (ws / "data" / "raw").mkdir(parents=True)
-    for name in ("params.yaml", "dvc.yaml", ".dvcignore", "data/raw/README.md"):
-        shutil.copy(ROOT / name, ws / name)
-    (ws / ".gitignore").write_text("/data/processed\n/data/classifier\n.ganflow/\n")
-    git = ["git", "-c", "user.email=b@example.com", "-c", "user.name=b"]
-    subprocess.run(git + ["init", "-q"], cwd=ws, check=True)
-    subprocess.run(git + ["add", "-A"], cwd=ws, check=True)
-    subprocess.run(git + ["commit", "-qm", "bench"], cwd=ws, check=True)
-    return ws
+    return make_workspace(parent / "ws")
 
 
 def _steady(history: list[dict]) -> float:

@@ -26,32 +26,27 @@ Sets = typer.Option(None, "--set", "-s", help="KEY=VALUE written into params.yam
 @app.command()
 def pipeline(workspace: Path = Workspace, set_: Optional[List[str]] = Sets,
              new_run: bool = typer.Option(False, "--new-run", help="start a new training run instead of resuming")):
-    """Run the whole pipeline as a Prefect flow: prepare -> train -> evaluate -> register."""
-    paths = configure(workspace)
-    from flows import params
-
-    params.write_overrides(paths.workspace, set_ or [])
-    servers.check_all()
-    from flows.pipeline import pipeline as flow
-
-    started = time.perf_counter()
-    summary = flow(str(paths.workspace), new_run=new_run)
-    _print_summary(summary, paths, time.perf_counter() - started)
+    """Run the whole pipeline as a Prefect flow: prepare -> train -> evaluate -> register -> promote."""
+    _run_pipeline(workspace, set_, new_run=new_run)
 
 
 @app.command()
 def tune(workspace: Path = Workspace, set_: Optional[List[str]] = Sets):
     """Search hyper-parameters (params.yaml tune.space) with Ray Tune + ASHA, then evaluate the best
-    trial on the holdout and register it: prepare -> tune -> evaluate -> register."""
+    trial on the holdout and register it: prepare -> tune -> evaluate -> register -> promote."""
+    _run_pipeline(workspace, set_, search=True)
+
+
+def _run_pipeline(workspace: Path, sets: list[str] | None, **flow_args) -> None:
     paths = configure(workspace)
     from flows import params
 
-    params.write_overrides(paths.workspace, set_ or [])
-    servers.check_all()
+    params.write_overrides(paths.workspace, sets or [])
+    servers.check_all()  # before Prefect or Ray start: an unreachable server is one message
     from flows.pipeline import pipeline as flow
 
     started = time.perf_counter()
-    summary = flow(str(paths.workspace), search=True)
+    summary = flow(str(paths.workspace), **flow_args)
     _print_summary(summary, paths, time.perf_counter() - started)
 
 

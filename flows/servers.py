@@ -42,22 +42,22 @@ def _probe(url: str) -> str | None:
         return type(exc).__name__
 
 
-def check_mlflow() -> None:
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
-    if uri.startswith(("http://", "https://")):
-        err = _probe(uri.rstrip("/") + "/health")
-        if err:
-            raise UserError(f"cannot reach the MLflow server at MLFLOW_TRACKING_URI={redact(uri)} ({err}). "
-                            "Start it, fix the URI, or unset it to use the embedded SQLite store.")
-
-
-def check_prefect() -> None:
-    url = os.environ.get("PREFECT_API_URL", "")
+def _check(var: str, what: str, fix: str) -> None:
+    url = os.environ.get(var, "")
     if url.startswith(("http://", "https://")):
         err = _probe(url.rstrip("/") + "/health")
         if err:
-            raise UserError(f"cannot reach the Prefect API at PREFECT_API_URL={redact(url)} ({err}). "
-                            "Start `prefect server start`, fix the URL, or unset it for the ephemeral API.")
+            raise UserError(f"cannot reach {what} at {var}={redact(url)} ({err}). {fix}")
+
+
+def check_mlflow() -> None:
+    _check("MLFLOW_TRACKING_URI", "the MLflow server",
+           "Start it, fix the URI, or unset it to use the embedded SQLite store.")
+
+
+def check_prefect() -> None:
+    _check("PREFECT_API_URL", "the Prefect API",
+           "Start `prefect server start`, fix the URL, or unset it for the ephemeral API.")
 
 
 def check_all() -> None:

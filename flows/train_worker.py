@@ -101,7 +101,11 @@ def train_loop(config: dict) -> dict:
         if rank == 0:
             print(f"[ganflow] resuming from checkpoint at epoch {start_epoch}/{t['epochs']}")
 
-    G, D = ray.train.torch.prepare_model(G), ray.train.torch.prepare_model(D)
+    # No per-forward broadcast of BatchNorm statistics: each rank keeps its own running stats (rank
+    # 0's are the ones saved and evaluated), saving a collective per forward.
+    ddp = {"broadcast_buffers": False}
+    G = ray.train.torch.prepare_model(G, parallel_strategy_kwargs=ddp)
+    D = ray.train.torch.prepare_model(D, parallel_strategy_kwargs=ddp)
     if ema is not None:
         ema.module.to(device)
     per_worker = max(1, t["batch_size"] // world)

@@ -212,18 +212,19 @@ def train_epoch(
         m = d_step(G, D, real, opt_d, loss, gen, labels=labels)
         add(m)
         steps_d += 1
-        if nonfinite := _diverged(m["loss_d"], device):
-            break
+        worst = m["loss_d"]
         if steps_d % n_critic == 0:
             n = real.shape[0]
             fake_labels = unwrap(G).sample_labels(n, device=device, generator=gen) if conditional else None
             m = g_step(G, D, n, opt_g, loss, device, gen, labels=fake_labels)
             add(m)
             steps_g += 1
-            if nonfinite := _diverged(m["loss_g"], device):
-                break
-            if ema is not None:
+            worst = worst + m["loss_g"]  # NaN/Inf if either is
+            if ema is not None and math.isfinite(worst):
                 ema.update(G)
+        # One agreement per batch, not per step: each collective costs DDP ranks a round trip.
+        if nonfinite := _diverged(worst, device):
+            break
 
     out = {k: sums[k] / counts[k] for k in sums}
     out["steps_d"] = float(steps_d)

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from bench.common import make_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -36,16 +37,7 @@ def one_thread():
 
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
-    ws = tmp_path / "ws"
-    (ws / "data" / "raw").mkdir(parents=True)
-    for name in ("params.yaml", "dvc.yaml", ".dvcignore", "data/raw/README.md"):
-        shutil.copy(ROOT / name, ws / name)
-    (ws / ".gitignore").write_text("/data/processed\n/data/classifier\n.ganflow/\n")
-    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
-    subprocess.run(git + ["init", "-q"], cwd=ws, check=True)
-    subprocess.run(git + ["add", "-A"], cwd=ws, check=True)
-    subprocess.run(git + ["commit", "-qm", "workspace"], cwd=ws, check=True)
-    return ws
+    return make_workspace(tmp_path / "ws")
 
 
 def ganflow(ws: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:

@@ -121,15 +121,15 @@ def _worker(rank: int, init_file: str) -> None:
                         conditional=conditional)
             assert _same_on_all_ranks(_flat(G, D)), f"{what}: ranks diverged in epoch 2"
 
-        # Non-finite loss on ONE rank (NaN data in its 2nd batch): every rank must stop at that
-        # same step, or the others would wait in their next all-reduce for a rank that has left.
+        # Non-finite loss on ONE rank (NaN data in its 2nd batch): every rank must stop at the end of
+        # that same batch, or the others would wait in their next all-reduce for a rank that has left.
         torch.manual_seed(100 + rank)
         G, D = (DDP(m) for m in models(MLP, (2,)))
         batches = _batches((2,), False)
         if rank == 0:
             batches[1][0, 0] = float("nan")
         m = train_epoch(G, D, batches, *build_optimizers(G, D, ADAM), GanLoss(LossConfig()))
-        assert m["nonfinite"] == 1.0 and m["steps_d"] == 2 and m["steps_g"] == 1, (rank, m)
+        assert m["nonfinite"] == 1.0 and m["steps_d"] == 2 and m["steps_g"] == 2, (rank, m)
         dist.barrier()
     finally:
         dist.destroy_process_group()

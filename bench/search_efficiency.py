@@ -1,0 +1,96 @@
+"""Search efficiency (issue 7, benchmark 5): ASHA vs the full-budget grid on the same space, both
+through `ganflow tune` on digits. Compute = training epochs summed over trials (each trial's epoch
+count is its `score` history in its MLflow child run); also wall time. ASHA's cost to come within 5%
+of the grid's best probe score (Frechet distance, lower is better) is its compute up to and including
+the first trial that reached that score, in the order trials finished; goal <= 40% of the grid's.
+
+    .venv/bin/python -m bench.search_efficiency             # 6-point grid, 16 epochs
+    .venv/bin/python -m bench.search_efficiency --epochs 6  # quick
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    __package__ = "bench"
+
+from bench.common import footer, make_workspace, table  # noqa: E402
+from bench.overhead import BIN  # noqa: E402
+
+SPACE = {"loss": {"grid": ["non-saturating", "hinge"]}, "optim.lr_g": {"grid": [5e-5, 2e-4, 8e-4]}}
+
+
+def search(root: Path, scheduler: str, epochs: int) -> dict:
+    ws = make_workspace(root / scheduler)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_", "RAY_", "DVC_", "GANFLOW_"))}
+    env["GANFLOW_HOME"] = str(ws / ".ganflow")
+    sets = [f"tune.scheduler={scheduler}", f"tune.space={yaml.safe_dump(SPACE, default_flow_style=True).strip()}", "tune.num_samples=1",
+            "tune.grace_period=2", "tune.reduction_factor=2", f"train.epochs={epochs}", "eval.every=1",
+            "eval.probe_samples=500", "train.num_workers=1"]
+    started = time.time()
+    proc = subprocess.run([str(BIN / "ganflow"), "tune", "--workspace", str(ws), *[a for s in sets for a in ("--set", s)]],
+                          cwd=ws, env=env, capture_output=True, text=True)
+    wall = time.time() - started
+    if proc.returncode:
+        sys.exit(f"ganflow tune ({scheduler}) failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{ws / '.ganflow' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("ganflow-digits")
+    runs = client.search_runs([exp.experiment_id], "tags.`ganflow.trial_id` != ''", order_by=["attributes.end_time ASC"])
+    trials = []
+    for r in runs:
+        scores = [m.value for m in client.get_metric_history(r.info.run_id, "score")]
+        trials.append({"config": r.data.tags.get("ganflow.trial_config"), "epochs": len(scores),
+                       "best": min(scores) if scores else float("inf"), "end": r.info.end_time or 0})
+    return {"wall": wall, "trials": trials}
+
+
+def compute_to_reach(trials: list[dict], target: float) -> int | None:
+    spent = 0
+    for t in sorted(trials, key=lambda t: t["end"]):
+        spent += t["epochs"]
+        if t["best"] <= target:
+            return spent
+    return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=16)
+    args = ap.parse_args()
+    t0 = time.time()
+    root = Path(tempfile.mkdtemp(prefix="ganflow-search-"))
+    grid = search(root, "fifo", args.epochs)
+    asha = search(root, "asha", args.epochs)
+    best = min(t["best"] for t in grid["trials"])
+    target = 1.05 * best
+    g_total = sum(t["epochs"] for t in grid["trials"])
+    a_total = sum(t["epochs"] for t in asha["trials"])
+    a_reach = compute_to_reach(asha["trials"], target)
+    rows = [[name, str(len(r["trials"])), str(sum(t["epochs"] for t in r["trials"])),
+             f"{min(t['best'] for t in r['trials']):.2f}", f"{r['wall']:.0f}"]
+            for name, r in (("grid, full budget (FIFO)", grid), ("ASHA", asha))]
+    print(table(["search", "trials", "epochs (compute)", "best probe FD", "wall s"], rows))
+    for name, r in (("grid", grid), ("ASHA", asha)):
+        print(f"\n{name} trials (finish order):")
+        for t in sorted(r["trials"], key=lambda t: t["end"]):
+            print(f"  {t['config']}: {t['epochs']} epochs, best FD {t['best']:.2f}")
+    reach = "never" if a_reach is None else f"{a_reach} epochs = {a_reach / g_total:.0%} of the grid's {g_total}"
+    print(f"\nASHA total compute {a_total} / grid {g_total} = {a_total / g_total:.0%}; "
+          f"to come within 5% of the grid's best ({target:.2f}): {reach} (goal <= 40%); "
+          f"wall {asha['wall'] / grid['wall']:.0%} of the grid's")
+    print("\n" + footer(t0))
+
+
+if __name__ == "__main__":
+    main()

@@ -6,6 +6,7 @@ the first trial that reached that score, in the order trials finished; goal <= 4
 
     .venv/bin/python -m bench.search_efficiency             # 6-point grid, 16 epochs
     .venv/bin/python -m bench.search_efficiency --epochs 6  # quick
+    .venv/bin/python -m bench.search_efficiency --space large  # 18-point grid
 """
 from __future__ import annotations
 
@@ -26,14 +27,18 @@ if __package__ in (None, ""):
 from bench.common import footer, make_workspace, table  # noqa: E402
 from bench.overhead import BIN  # noqa: E402
 
-SPACE = {"loss": {"grid": ["non-saturating", "hinge"]}, "optim.lr_g": {"grid": [5e-5, 2e-4, 8e-4]}}
+SPACES = {
+    "small": {"loss": {"grid": ["non-saturating", "hinge"]}, "optim.lr_g": {"grid": [5e-5, 2e-4, 8e-4]}},
+    "large": {"loss": {"grid": ["non-saturating", "hinge", "least-squares"]},
+              "optim.lr_g": {"grid": [5e-5, 2e-4, 8e-4]}, "optim.lr_d": {"grid": [2e-4, 8e-4]}},
+}
 
 
-def search(root: Path, scheduler: str, epochs: int) -> dict:
+def search(root: Path, scheduler: str, epochs: int, space: dict) -> dict:
     ws = make_workspace(root / scheduler)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_", "RAY_", "DVC_", "GANFLOW_"))}
     env["GANFLOW_HOME"] = str(ws / ".ganflow")
-    sets = [f"tune.scheduler={scheduler}", f"tune.space={yaml.safe_dump(SPACE, default_flow_style=True).strip()}", "tune.num_samples=1",
+    sets = [f"tune.scheduler={scheduler}", f"tune.space={yaml.safe_dump(space, default_flow_style=True).strip()}", "tune.num_samples=1",
             "tune.grace_period=2", "tune.reduction_factor=2", f"train.epochs={epochs}", "eval.every=1",
             "eval.probe_samples=500", "train.num_workers=1"]
     started = time.time()
@@ -67,11 +72,14 @@ def compute_to_reach(trials: list[dict], target: float) -> int | None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=16)
+    ap.add_argument("--space", choices=sorted(SPACES), default="small", help="small: 6 points; large: 18")
     args = ap.parse_args()
     t0 = time.time()
     root = Path(tempfile.mkdtemp(prefix="ganflow-search-"))
-    grid = search(root, "fifo", args.epochs)
-    asha = search(root, "asha", args.epochs)
+    space = SPACES[args.space]
+    print(f"space ({args.space}): {space}", flush=True)
+    grid = search(root, "fifo", args.epochs, space)
+    asha = search(root, "asha", args.epochs, space)
     best = min(t["best"] for t in grid["trials"])
     target = 1.05 * best
     g_total = sum(t["epochs"] for t in grid["trials"])

@@ -36,6 +36,7 @@ class RunIdentity:
     # running (or killed: nothing updates it then) | finished | diverged | failed | abandoned
     status: str = "running"
     params: dict = field(default_factory=dict)  # the training key, to name what changed
+    trial: bool = False  # a Tune trial: ASHA kills these mid-run by design, they are not "interrupted"
 
     @property
     def key(self) -> dict:
@@ -101,8 +102,8 @@ def interrupted_runs(paths: RunPaths, dataset: str, data_version: str) -> list[d
     found = []
     for path in sorted(paths.ray_results.glob(f"{dataset}-*/{IDENTITY_FILE}")):
         rec = json.loads(path.read_text())
-        if (rec.get("status", "finished") in ("running", "failed") and rec.get("data_version") == data_version
-                and last_checkpoint_epoch(path.parent) is not None):
+        if (rec.get("status", "finished") in ("running", "failed") and not rec.get("trial")
+                and rec.get("data_version") == data_version and last_checkpoint_epoch(path.parent) is not None):
             found.append(rec)
     return found
 

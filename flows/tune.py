@@ -56,6 +56,7 @@ def _run_trial(config: dict[str, Any], base_raw: dict, paths: RunPaths, data_ver
     p = p.model_copy(update={"train": p.train.model_copy(update={"checkpoint_every": max(1, p.eval.every)})})
     identity = run_identity(p, data_version, paths)
     identity.name += f"-{tune.get_context().get_trial_id()}"
+    identity.trial = True
     registry.start_run(p, paths, identity, data_version, parent_run_id=parent,
                        extra_tags={"ganflow.trial_config": json.dumps(config),
                                    "ganflow.trial_id": tune.get_context().get_trial_id()})

@@ -1,0 +1,71 @@
+"""Run identity without Ray: same settings resume, an unfinished run of other settings is refused
+(naming what changed) unless --new-run, and finished/diverged runs or Tune trials never block."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from flows import params as params_mod
+from flows.env import RunPaths
+from flows.errors import UserError
+from flows.train import RunIdentity, record_identity, run_identity
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def setup(tmp_path: Path):
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    return tmp_path, RunPaths(tmp_path, tmp_path / ".ganflow")
+
+
+def _started(paths: RunPaths, identity: RunIdentity, status: str = "running", checkpoint: bool = True,
+             trial: bool = False) -> None:
+    identity.status, identity.trial = status, trial
+    record_identity(identity, paths)
+    if checkpoint:  # what Ray writes once a checkpoint is persisted
+        snap = {"latest_checkpoint_result": {"checkpoint_dir_name": "epoch_00004"}}
+        (paths.ray_results / identity.name / "checkpoint_manager_snapshot.json").write_text(json.dumps(snap))
+
+
+def _params(ws: Path, *sets: str):
+    params_mod.write_overrides(ws, list(sets))
+    return params_mod.load(ws)
+
+
+def test_same_settings_resume_and_other_settings_are_refused_naming_the_change(setup):
+    ws, paths = setup
+    first = run_identity(_params(ws), "v1", paths, guard_interrupted=True)
+    _started(paths, first)
+    assert run_identity(_params(ws), "v1", paths, guard_interrupted=True).name == first.name  # resume
+    with pytest.raises(UserError) as err:
+        run_identity(_params(ws, "optim.lr_g=0.001"), "v1", paths, guard_interrupted=True)
+    msg = str(err.value)
+    assert first.name in msg and "after epoch 5" in msg and "optim.lr_g" in msg and "--new-run" in msg
+    # --new-run: allowed, and the old run stops blocking (abandoned)
+    fresh = run_identity(_params(ws, "optim.lr_g=0.001"), "v1", paths, new_run=True, guard_interrupted=True)
+    assert fresh.name != first.name
+    assert json.loads((paths.ray_results / first.name / "ganflow_run.json").read_text())["status"] == "abandoned"
+    run_identity(_params(ws, "optim.lr_g=0.0005"), "v1", paths, guard_interrupted=True)
+
+
+@pytest.mark.parametrize("status, checkpoint, trial, data", [
+    ("finished", True, False, "v1"), ("diverged", True, False, "v1"),  # done: nothing to resume
+    ("running", False, False, "v1"),  # killed before its first checkpoint: nothing to lose
+    ("running", True, True, "v1"),    # a Tune trial ASHA stopped
+    ("running", True, False, "v0"),   # other data: a scheduled retrain on new data goes ahead
+])
+def test_what_does_not_block(setup, status, checkpoint, trial, data):
+    ws, paths = setup
+    _started(paths, run_identity(_params(ws), data, paths), status, checkpoint, trial)
+    run_identity(_params(ws, "optim.lr_g=0.001"), "v1", paths, guard_interrupted=True)
+
+
+def test_a_failed_run_blocks_like_a_killed_one(setup):
+    ws, paths = setup
+    _started(paths, run_identity(_params(ws), "v1", paths), "failed")
+    with pytest.raises(UserError, match="--new-run"):
+        run_identity(_params(ws, "optim.lr_g=0.001"), "v1", paths, guard_interrupted=True)

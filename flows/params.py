@@ -174,6 +174,14 @@ def format_validation_error(err: ValidationError, where: str) -> str:
     return "\n".join(lines)
 
 
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested sections as dotted keys (`optim.lr_g`), the spelling of --set and MLflow params."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     """`key.sub=value` pairs; values are YAML scalars/lists (`3`, `0.5`, `true`, `[0.5, 0.9]`)."""
     out: dict[str, Any] = {}

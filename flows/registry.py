@@ -21,7 +21,7 @@ from flows import env
 from flows.env import RunPaths
 from flows.errors import UserError
 from flows.servers import redact
-from flows.params import Params
+from flows.params import Params, flatten
 from flows.train import RunIdentity
 from gan_core.checkpoint import generator_bundle, generator_from_state
 
@@ -29,15 +29,8 @@ PYFUNC_CODE = Path(__file__).with_name("generator_pyfunc.py")
 BUNDLE = "generator.pt"
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = str(v)
-    return out
+def _flatten(d: dict) -> dict[str, str]:
+    return {k: str(v) for k, v in flatten(d).items()}  # MLflow params are strings
 
 
 def git_sha(workspace: Path) -> str:

@@ -17,7 +17,7 @@ import torch
 from flows import ray_runtime
 from flows.env import RunPaths
 from flows.errors import TrainingFailed, UserError
-from flows.params import Params
+from flows.params import Params, flatten
 from flows.evaluate import Evaluator
 from flows.stages import load_manifest, load_split
 from gan_core.config import ModelConfig
@@ -109,13 +109,7 @@ def interrupted_runs(paths: RunPaths, dataset: str, data_version: str) -> list[d
 
 
 def _changed_params_message(old: dict, new: RunIdentity, paths: RunPaths) -> str:
-    def flat(d: dict, prefix: str = "") -> dict:
-        out = {}
-        for k, v in d.items():
-            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-        return out
-
-    a, b = flat(old.get("params", {})), flat(new.params)
+    a, b = flatten(old.get("params", {})), flatten(new.params)
     changed = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     epoch = last_checkpoint_epoch(paths.ray_results / old["name"])
     return (f"run {old['name']} stopped after epoch {epoch} and its hyper-parameters differ from params.yaml ("

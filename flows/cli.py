@@ -209,6 +209,7 @@ def sample(model: str = typer.Option(..., help="model URI, e.g. models:/ganflow-
 
     if out.suffix not in (".png", ".npy"):
         raise UserError(f"--out must end in .png or .npy, got {out.name!r}")
+    servers.check_mlflow()
     samples = draw(load_generator(model), n, seed)
     if out.suffix == ".npy":
         import numpy as np

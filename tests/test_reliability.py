@@ -152,3 +152,9 @@ def test_unreachable_servers_are_one_clear_message_naming_them(workspace, tmp_pa
         assert "Traceback" not in proc.stdout + proc.stderr
         assert time.monotonic() - started < 60
     assert not (workspace / ".ganflow" / "mlflow.db").exists()  # nothing started, nothing half-done
+
+    # `ganflow sample` talks to MLflow too: the same one message instead of minutes of client retries.
+    proc = subprocess.run([str(BIN / "ganflow"), "sample", "--model", "models:/m/1", "--out", str(tmp_path / "s.npy"),
+                           "--workspace", str(workspace)], cwd=workspace, capture_output=True, text=True,
+                          env={**env, "MLFLOW_TRACKING_URI": "http://ganflow:s3cret@127.0.0.1:9"}, timeout=300)
+    assert proc.returncode == 2 and "MLFLOW_TRACKING_URI" in proc.stderr and "s3cret" not in proc.stderr

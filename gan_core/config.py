@@ -81,6 +81,9 @@ class OptimConfig(Strict):
     lr_d: float | None = Field(None, gt=0.0, description="a different lr_d than lr_g is TTUR")
     betas: tuple[float, float] | None = None
     n_critic: int | None = Field(None, ge=1, description="D steps per G step")
+    lr_decay_start: float | None = Field(
+        None, ge=0.0, lt=1.0, description="share of training after which both lrs decay linearly to 1%; "
+        "None = constant")
 
     @model_validator(mode="after")
     def _betas_in_range(self):

@@ -17,6 +17,7 @@ class ResolvedOptim:
     lr_d: float
     betas: tuple[float, float]  # Adam only; RMSprop ignores it
     n_critic: int
+    lr_decay_start: float | None = None  # see OptimConfig; None = constant lr
 
 
 # DCGAN (Radford et al. 2016): Adam 2e-4, beta1 0.5. Also the usual choice for LSGAN and f-GAN.
@@ -42,7 +43,17 @@ def resolve(loss: LossConfig, optim: OptimConfig) -> ResolvedOptim:
     return replace(RECIPES[loss.name], **explicit)
 
 
+def lr_scale(r: ResolvedOptim, progress: float) -> float:
+    """The lr multiplier at `progress` (share of training done, 0..1): 1 until lr_decay_start, then
+    linear down to 1% at the end (annealing the lr sharpens the modes: bench/RESULTS.md section 1)."""
+    if r.lr_decay_start is None or progress <= r.lr_decay_start:
+        return 1.0
+    frac = (progress - r.lr_decay_start) / (1.0 - r.lr_decay_start)
+    return max(1.0 - frac, 0.01)
+
+
 def describe(r: ResolvedOptim) -> str:
     """One line for logs, e.g. 'adam lr_g=0.0001 lr_d=0.0004 betas=(0.0, 0.9) n_critic=1'."""
     betas = f" betas={r.betas}" if r.optimizer == "adam" else ""
-    return f"{r.optimizer} lr_g={r.lr_g:g} lr_d={r.lr_d:g}{betas} n_critic={r.n_critic}"
+    decay = f" lr decay after {r.lr_decay_start:.0%}" if r.lr_decay_start is not None else ""
+    return f"{r.optimizer} lr_g={r.lr_g:g} lr_d={r.lr_d:g}{betas} n_critic={r.n_critic}{decay}"

@@ -115,6 +115,9 @@ def pipeline_overhead(ws: Path, env: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--batch", type=int, default=None,
+                    help="global batch for parts 1-2 (default: params.yaml's); more compute per step and collective")
+    ap.add_argument("--no-pipeline", action="store_true", help="skip part 3")
     args = ap.parse_args()
     t0 = time.time()
     tmp = Path(tempfile.mkdtemp(prefix="ganflow-bench-"))
@@ -124,7 +127,8 @@ def main() -> None:
     paths = configure(ws)
     from flows import params as params_mod, ray_runtime, stages
 
-    params_mod.write_overrides(ws, [f"train.epochs={args.epochs}", "eval.every=0"])
+    params_mod.write_overrides(ws, [f"train.epochs={args.epochs}", "eval.every=0"]
+                               + ([f"train.batch_size={args.batch}"] if args.batch else []))
     params = params_mod.load(ws)
     stages.prepare(params, ws)
     env = {**os.environ}
@@ -141,11 +145,13 @@ def main() -> None:
         ray_runtime.shutdown()
     bare2 = bare_loop(params, ws, 2)
 
-    print("3/3 pipeline overhead (warm caches)", flush=True)
-    pws = _workspace(tmp / "pipe")
-    penv = {k: v for k, v in env.items() if not k.startswith(("MLFLOW_", "PREFECT_", "RAY_", "DVC_", "GANFLOW_"))}
-    penv["GANFLOW_HOME"] = str(pws / ".ganflow")
-    pipe = pipeline_overhead(pws, penv)
+    pipe = None
+    if not args.no_pipeline:
+        print("3/3 pipeline overhead (warm caches)", flush=True)
+        pws = _workspace(tmp / "pipe")
+        penv = {k: v for k, v in env.items() if not k.startswith(("MLFLOW_", "PREFECT_", "RAY_", "DVC_", "GANFLOW_"))}
+        penv["GANFLOW_HOME"] = str(pws / ".ganflow")
+        pipe = pipeline_overhead(pws, penv)
 
     n = len(__import__("flows.stages", fromlist=["load_split"]).load_split(ws, "train")[0])
     rows = [
@@ -164,9 +170,10 @@ def main() -> None:
           "(goal >= 0.95)")
     print(f"Worker scaling: throughput(2 workers x 1) / throughput(1 worker x 2) = "
           f"{ray12['epoch_s'] / ray21['epoch_s']:.3f} (goal >= 0.9)")
-    print(f"Pipeline: wall {pipe['wall_s']:.1f} s, compute {pipe['compute_s']:.1f} s (training "
-          f"{pipe['train_compute_s']:.1f}, evaluation {pipe['stages']['evaluate']:.1f}) -> fixed overhead "
-          f"{pipe['overhead_s']:.1f} s (goal <= 30); stage wall times {pipe['stages']}")
+    if pipe:
+        print(f"Pipeline: wall {pipe['wall_s']:.1f} s, compute {pipe['compute_s']:.1f} s (training "
+              f"{pipe['train_compute_s']:.1f}, evaluation {pipe['stages']['evaluate']:.1f}) -> fixed overhead "
+              f"{pipe['overhead_s']:.1f} s (goal <= 30); stage wall times {pipe['stages']}")
     print("\n" + footer(t0))
     shutil.rmtree(tmp, ignore_errors=True)
 

@@ -7,6 +7,7 @@ the first trial that reached that score, in the order trials finished; goal <= 4
     .venv/bin/python -m bench.search_efficiency             # 6-point grid, 16 epochs
     .venv/bin/python -m bench.search_efficiency --epochs 6  # quick
     .venv/bin/python -m bench.search_efficiency --space large  # 18-point grid
+    .venv/bin/python -m bench.search_efficiency --space large --grace 1 --reduction-factor 3
 """
 from __future__ import annotations
 
@@ -34,12 +35,12 @@ SPACES = {
 }
 
 
-def search(root: Path, scheduler: str, epochs: int, space: dict) -> dict:
+def search(root: Path, scheduler: str, epochs: int, space: dict, grace: int = 2, factor: int = 2) -> dict:
     ws = make_workspace(root / scheduler)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_", "RAY_", "DVC_", "GANFLOW_"))}
     env["GANFLOW_HOME"] = str(ws / ".ganflow")
     sets = [f"tune.scheduler={scheduler}", f"tune.space={yaml.safe_dump(space, default_flow_style=True).strip()}", "tune.num_samples=1",
-            "tune.grace_period=2", "tune.reduction_factor=2", f"train.epochs={epochs}", "eval.every=1",
+            f"tune.grace_period={grace}", f"tune.reduction_factor={factor}", f"train.epochs={epochs}", "eval.every=1",
             "eval.probe_samples=500", "train.num_workers=1"]
     started = time.time()
     proc = subprocess.run([str(BIN / "ganflow"), "tune", "--workspace", str(ws), *[a for s in sets for a in ("--set", s)]],
@@ -73,13 +74,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=16)
     ap.add_argument("--space", choices=sorted(SPACES), default="small", help="small: 6 points; large: 18")
+    ap.add_argument("--grace", type=int, default=2, help="ASHA grace period, epochs (default 2)")
+    ap.add_argument("--reduction-factor", type=int, default=2, help="ASHA reduction factor (default 2)")
     args = ap.parse_args()
     t0 = time.time()
     root = Path(tempfile.mkdtemp(prefix="ganflow-search-"))
     space = SPACES[args.space]
-    print(f"space ({args.space}): {space}", flush=True)
+    print(f"space ({args.space}): {space}; ASHA grace {args.grace}, reduction factor {args.reduction_factor}",
+          flush=True)
     grid = search(root, "fifo", args.epochs, space)
-    asha = search(root, "asha", args.epochs, space)
+    asha = search(root, "asha", args.epochs, space, args.grace, args.reduction_factor)
     best = min(t["best"] for t in grid["trials"])
     target = 1.05 * best
     g_total = sum(t["epochs"] for t in grid["trials"])

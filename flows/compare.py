@@ -131,13 +131,12 @@ def _row(run, primary: str) -> dict:
 
 def _optim(p: dict) -> str:
     """The optimiser actually used: the logged optim.* over the loss's recipe (as training resolves it)."""
-    import yaml
-
+    from flows.params import load_yaml
     from gan_core.config import LossConfig, OptimConfig
     from gan_core.recipes import resolve
 
     def section(prefix: str) -> dict:
-        return {k[len(prefix):]: yaml.safe_load(v) if v != "None" else None
+        return {k[len(prefix):]: load_yaml(v) if v != "None" else None
                 for k, v in p.items() if k.startswith(prefix)}
 
     try:

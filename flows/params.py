@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -79,6 +80,10 @@ class EvalConfig(Strict):
 
 
 SPEC_KINDS = ("choice", "grid", "uniform", "loguniform")
+# What PBT may change in a running trial: values a restored optimiser/loss can take over mid-training.
+# Shapes (model.*), the loss itself and the optimiser type would not fit the donor's weights or state.
+PBT_MUTABLE = ("optim.lr_g", "optim.lr_d", "optim.betas", "optim.n_critic", "optim.lr_decay_start",
+               "loss.gp_weight", "loss.r1_gamma", "loss.clip", "loss.gp_one_sided")
 
 
 class TuneSection(Strict):
@@ -86,9 +91,10 @@ class TuneSection(Strict):
     {uniform|loguniform: [low, high]}."""
 
     num_samples: int = Field(4, ge=1)
-    scheduler: Literal["asha", "fifo"] = "asha"
+    scheduler: Literal["asha", "fifo", "pbt"] = "asha"
     grace_period: int = Field(2, ge=1, description="epochs before ASHA may stop a trial")
     reduction_factor: int = Field(2, ge=2)
+    perturbation_interval: int = Field(4, ge=1, description="PBT: epochs between exploit/explore steps")
     max_concurrent: int | None = Field(None, ge=1, description="default: CPUs // train.num_workers")
     space: dict[str, dict[str, list]] = Field(default_factory=dict)
 
@@ -102,6 +108,12 @@ class TuneSection(Strict):
                 raise ValueError(f"tune.space.{key}.{kind} needs [low, high] with low < high")
             if not values:
                 raise ValueError(f"tune.space.{key}.{kind} is empty")
+        if self.scheduler == "pbt":
+            fixed = [k for k in self.space if k not in PBT_MUTABLE]
+            if fixed:
+                raise ValueError(f"PBT changes values inside running trials, and {', '.join(fixed)} cannot "
+                                 f"change there (weights or optimiser state would not fit); PBT can search "
+                                 f"{', '.join(PBT_MUTABLE)}. Use scheduler asha for the others.")
         return self
 
 
@@ -182,6 +194,24 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML follows YAML 1.1, where `1e-5` (no dot) is a string; ruamel, DVC and people write it as a
+    float (YAML 1.2). Read it as one too, or a tune.space list ends up holding strings."""
+
+
+_Loader.add_implicit_resolver(  # after the int resolver: reached only by what is not an int
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    loader = _Loader(text)  # what yaml.safe_load does, with the resolver above
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     """`key.sub=value` pairs; values are YAML scalars/lists (`3`, `0.5`, `true`, `[0.5, 0.9]`)."""
     out: dict[str, Any] = {}
@@ -190,7 +220,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise UserError(f"--set expects KEY=VALUE, got {item!r}")
         try:
-            out[key.strip()] = yaml.safe_load(raw)
+            out[key.strip()] = load_yaml(raw)
         except yaml.YAMLError as exc:
             raise UserError(f"--set {key}: value {raw!r} is not valid YAML ({exc})") from None
     return out
@@ -216,7 +246,7 @@ def read_raw(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise UserError(f"no {path.name} in {path.parent} (run ganflow from a workspace, or pass --workspace)")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise UserError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):

@@ -119,6 +119,23 @@ def finish_run(run_id: str, status: str = "FINISHED") -> None:
     MlflowClient().set_terminated(run_id, status)
 
 
+def record_trial_config(identity: RunIdentity, config: dict, epoch: int, donor: str | None) -> None:
+    """A tune trial's current values on its MLflow run: tags for the latest, and each numeric value
+    as an `hp/<key>` metric at the epoch it took effect (PBT's schedule, drawn by the MLflow UI)."""
+    client = MlflowClient()
+    run_id = identity.mlflow_run_id
+    client.set_tag(run_id, "ganflow.trial_config", json.dumps(config))
+    client.set_tag(run_id, "ganflow.ray_run", identity.name)  # the Ray Train run now holding its weights
+    if donor:
+        client.set_tag(run_id, f"ganflow.pbt_exploit_epoch_{epoch}",
+                       f"continued trial {donor}'s weights with {json.dumps(config)}")
+    now = int(time.time() * 1000)
+    values = [mlflow.entities.Metric(f"hp/{k}", float(v), now, epoch) for k, v in config.items()
+              if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if values:
+        client.log_batch(run_id, metrics=values)
+
+
 def fail_run(run_id: str, reason: str) -> None:
     """FAILED, with the reason where people look (a tag shown in the runs table)."""
     client = MlflowClient()

@@ -135,7 +135,10 @@ def last_checkpoint_epoch(run_dir: Path) -> int | None:
     return int(latest["checkpoint_dir_name"].split("_")[1]) + 1 if latest else None
 
 
-def fit(params: Params, paths: RunPaths, identity: RunIdentity, callbacks: list | None = None) -> TrainOutcome:
+def fit(params: Params, paths: RunPaths, identity: RunIdentity, callbacks: list | None = None,
+        init_state: dict | None = None) -> TrainOutcome:
+    """Train (or resume) the run `identity`. `init_state`: a training_state to start from when the run
+    has no checkpoint of its own (a PBT trial taking over another trial's weights)."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     import ray
@@ -171,6 +174,7 @@ def fit(params: Params, paths: RunPaths, identity: RunIdentity, callbacks: list 
         "evaluator_ref": ray.put(Evaluator(paths.workspace)) if params.eval.every else None,
         "eval": params.eval.model_dump(),
         "mlflow_run_id": identity.mlflow_run_id,
+        "init_state_ref": ray.put(init_state) if init_state is not None else None,
     }
     trainer = TorchTrainer(
         train_loop,

@@ -23,8 +23,8 @@ from gan_core.config import LossConfig, ModelConfig
 from gan_core.ema import EMA
 from gan_core.losses import GanLoss
 from gan_core.models import build_discriminator, build_generator
-from gan_core.recipes import ResolvedOptim
-from gan_core.steps import build_optimizers, train_epoch, unwrap
+from gan_core.recipes import ResolvedOptim, describe, lr_scale
+from gan_core.steps import build_optimizers, set_hyperparams, train_epoch, unwrap
 
 STATE_FILE = "state.pt"
 # The per-epoch progress line: losses, D accuracy (0.5 at equilibrium), Wasserstein estimate.
@@ -94,12 +94,17 @@ def train_loop(config: dict) -> dict:
 
     start_epoch, history = 0, []
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
+    if checkpoint:  # this run's own checkpoint: Ray restarted the workers, or the same run was rerun
         with checkpoint.as_directory() as d:
             state = torch.load(Path(d) / STATE_FILE, weights_only=True, map_location="cpu")
         start_epoch, history = restore(state, G, D, opt_g, opt_d, ema)
         if rank == 0:
             print(f"[ganflow] resuming from checkpoint at epoch {start_epoch}/{t['epochs']}")
+    elif config.get("init_state_ref") is not None:  # a PBT trial continuing from a donor trial's state
+        start_epoch, history = restore(ray.get(config["init_state_ref"]), G, D, opt_g, opt_d, ema)
+        if rank == 0:
+            print(f"[ganflow] continuing another trial's weights at epoch {start_epoch}/{t['epochs']} "
+                  f"with {describe(optim)}")
 
     # No per-forward broadcast of BatchNorm statistics: each rank keeps its own running stats (rank
     # 0's are the ones saved and evaluated), saving a collective per forward.
@@ -121,6 +126,9 @@ def train_loop(config: dict) -> dict:
     diverged_at, score = None, math.inf
     for epoch in range(start_epoch, t["epochs"]):
         started = time.perf_counter()
+        # Every epoch: the schedule's lr, and after a restore the configured (PBT: mutated) values
+        # rather than the ones the loaded optimiser state carries.
+        set_hyperparams(opt_g, opt_d, optim, lr_scale(optim, epoch / t["epochs"]))
         if world > 1:
             loader.sampler.set_epoch(epoch)
         # Per-(epoch, rank) seeds: a resumed run draws the same noise as an uninterrupted one.
@@ -129,6 +137,7 @@ def train_loop(config: dict) -> dict:
         metrics = train_epoch(G, D, loader, opt_g, opt_d, loss, n_critic=optim.n_critic, gen=gen,
                               conditional=model_cfg.conditional, ema=ema)
         metrics = _mean_across_ranks(metrics, device)
+        metrics["lr_g"], metrics["lr_d"] = opt_g.param_groups[0]["lr"], opt_d.param_groups[0]["lr"]
         metrics["epoch_time_s"] = time.perf_counter() - started
         metrics["epoch_end_unix"] = time.time()  # wall clock incl. reports/checkpoints (bench/overhead.py)
         metrics["epoch"] = epoch

@@ -2,12 +2,16 @@
 
 Ray Train V2 cannot be a Tune trainable itself (`Tuner(TorchTrainer)` fails), so each trial is a
 small driver function that builds its own TorchTrainer and forwards the workers' reports to Tune
-with TuneReportCallback. Every trial is an MLflow child run of one parent run; ASHA stops weak
-trials early on the per-epoch probe of the primary metric (`score`, lower is better)."""
+(with the checkpoints, which PBT copies between trials). Every trial is an MLflow child run of one
+parent run; ASHA stops weak trials early on the per-epoch probe of the primary metric (`score`,
+lower is better); PBT replaces the weakest trials' weights by the best ones' and mutates their values."""
 from __future__ import annotations
 
 import json
 import math
+import re
+import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +43,26 @@ def _search_space(params: Params) -> dict[str, Any]:
     return {key: kinds[kind](values) for key, spec in params.tune.space.items() for kind, values in spec.items()}
 
 
+def _scheduler(params: Params):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+
+    s = params.tune
+    if s.scheduler == "asha":
+        return ASHAScheduler(time_attr="training_iteration", max_t=params.train.epochs,
+                             grace_period=s.grace_period, reduction_factor=s.reduction_factor)
+    if s.scheduler == "pbt":
+        # `epoch` (not training_iteration): a trial that takes over a donor's weights continues at the
+        # donor's epoch. Choices and grids (the population's starting values) mutate as lists (PBT
+        # shifts to a neighbour), ranges as domains (PBT scales by 0.8 / 1.2 or resamples).
+        space = _search_space(params)
+        mutations = {k: next(iter(spec.values())) if ("choice" in spec or "grid" in spec) else space[k]
+                     for k, spec in s.space.items()}
+        return PopulationBasedTraining(time_attr="epoch", perturbation_interval=s.perturbation_interval,
+                                       hyperparam_mutations=mutations, quantile_fraction=0.25,
+                                       resample_probability=0.25)
+    return FIFOScheduler()
+
+
 def trial_params(base_raw: dict, config: dict[str, Any]) -> Params:
     raw = json.loads(json.dumps(base_raw))
     for key, value in config.items():
@@ -46,26 +70,91 @@ def trial_params(base_raw: dict, config: dict[str, Any]) -> Params:
     return params_mod.validate(raw, f"tune trial {config}")
 
 
-def _run_trial(config: dict[str, Any], base_raw: dict, paths: RunPaths, data_version: str, parent: str) -> None:
-    """One Tune trial: params with the sampled values, an MLflow child run, a TorchTrainer."""
+class _ReportToTune:
+    """Ray Train -> Tune, as TuneReportCallback does, plus the checkpoint itself when PBT needs it.
+
+    Ray's TuneReportCallback passes Tune only the checkpoint's *path*, so PBT would have no Tune
+    checkpoint to copy into a losing trial. This callback runs in the TorchTrainer's controller actor
+    and queues (metrics, checkpoint); the trial's driver thread reports them with tune.report."""
+
+    def __init__(self, queue, with_checkpoint: bool) -> None:
+        self.queue, self.with_checkpoint = queue, with_checkpoint
+
+    def after_report(self, run_context, metrics: list[dict], checkpoint) -> None:
+        out = dict(metrics[0])
+        if checkpoint is not None:
+            out["checkpoint_path"] = checkpoint.path  # where the best trial's weights are read from
+        self.queue.put((out, checkpoint if self.with_checkpoint else None))
+
+
+def _callback(queue, with_checkpoint: bool):
+    from ray.train.v2.api.callback import UserCallback
+
+    # Subclassed here so that importing flows.tune does not import Ray Train.
+    return type("ReportToTune", (_ReportToTune, UserCallback), {})(queue, with_checkpoint)
+
+
+def _run_trial(config: dict[str, Any], base_raw: dict, paths: RunPaths, data_version: str, parent: str,
+               pbt: bool = False) -> None:
+    """One Tune trial: params with the sampled values, an MLflow child run, a TorchTrainer. Under PBT
+    a trial may start again from another trial's checkpoint with mutated values (tune.get_checkpoint)."""
     from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
+    from ray.util.queue import Queue
 
     p = trial_params(base_raw, config)
     # Tune needs a score every epoch and a checkpoint beside it, to pick the best trial's weights.
     p = p.model_copy(update={"train": p.train.model_copy(update={"checkpoint_every": max(1, p.eval.every)})})
+    trial_id = tune.get_context().get_trial_id()
     identity = run_identity(p, data_version, paths)
-    identity.name += f"-{tune.get_context().get_trial_id()}"
+    identity.name += f"-{trial_id}"
     identity.trial = True
-    registry.start_run(p, paths, identity, data_version, parent_run_id=parent,
-                       extra_tags={"ganflow.trial_config": json.dumps(config),
-                                   "ganflow.trial_id": tune.get_context().get_trial_id()})
-    try:
-        fit(p, paths, identity, callbacks=[TuneReportCallback()])
-    except TrainingFailed as exc:
-        registry.fail_run(identity.mlflow_run_id, str(exc))
-        raise
+    init_state, donor = _donor_state(tune.get_checkpoint())
+    if donor == trial_id:
+        donor = None  # PBT paused this trial and now resumes it from its own checkpoint
+    if init_state is not None:
+        # A Ray Train run of its own (a reused name would resume that run's stale checkpoint instead).
+        identity.name += f"-e{int(init_state['epoch']) + 1}"
+        identity.mlflow_run_id = registry.find_trial_run(parent, trial_id)  # one MLflow run per trial
+    registry.start_run(p, paths, identity, data_version, parent_run_id=parent, extra_tags={"ganflow.trial_id": trial_id})
+    # The values this trial trains with from here on (PBT changes them): tags, and metrics over epochs.
+    registry.record_trial_config(identity, config, int(init_state["epoch"]) + 1 if init_state else 0, donor)
+
+    queue = Queue(actor_options={"num_cpus": 0})
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["outcome"] = fit(p, paths, identity, callbacks=[_callback(queue, pbt)], init_state=init_state)
+        except BaseException as exc:  # noqa: BLE001 - handed to the trial's thread below
+            box["error"] = exc
+        finally:
+            queue.put(None)
+
+    # fit() runs beside this thread, which alone may call tune.report (Tune's session is this thread's).
+    thread = threading.Thread(target=work, name="ganflow-trial-fit", daemon=True)
+    thread.start()
+    while (item := queue.get()) is not None:
+        metrics, checkpoint = item
+        tune.report(metrics, checkpoint=checkpoint)
+    thread.join()
+    if isinstance(box.get("error"), TrainingFailed):
+        registry.fail_run(identity.mlflow_run_id, str(box["error"]))
+        raise box["error"]
+    if "error" in box:
+        raise box["error"]
     registry.finish_run(identity.mlflow_run_id)
+
+
+def _donor_state(checkpoint) -> tuple[dict | None, str | None]:
+    """The training state PBT handed this trial, and which trial it came from (None, None: a fresh trial)."""
+    if checkpoint is None:
+        return None, None
+    with checkpoint.as_directory() as d:
+        state = torch.load(Path(d) / STATE_FILE, weights_only=True, map_location="cpu")
+    # Tune keeps it in the donor trial's folder, named _run_trial_<trial id>_<config>_<date>.
+    folder = Path(checkpoint.path).parent.name
+    found = re.search(r"_run_trial_([0-9a-f]+_\d+)", folder)
+    return state, found.group(1) if found else folder
 
 
 def _settle_trial(r, parent: str, epochs: int) -> dict:
@@ -96,8 +185,6 @@ def _settle_trial(r, parent: str, epochs: int) -> dict:
 def run_search(params: Params, paths: RunPaths, data_version: str) -> TuneOutcome:
     import ray
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
     if not params.tune.space:
         raise UserError("tune.space in params.yaml is empty: declare what to search (see README)")
     base_raw = params_mod.read_raw(paths.workspace / params_mod.PARAMS_FILE)
@@ -106,12 +193,9 @@ def run_search(params: Params, paths: RunPaths, data_version: str) -> TuneOutcom
     per_trial = params.train.num_workers * params.train.cpus_per_worker
     concurrent = params.tune.max_concurrent or max(1, int(cpus // per_trial))
     s = params.tune
-    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=params.train.epochs,
-                               grace_period=s.grace_period, reduction_factor=s.reduction_factor)
-                 if s.scheduler == "asha" else FIFOScheduler())
     parent = registry.start_parent_run(params, paths, data_version, s.model_dump(mode="json"))
     trainable = tune.with_parameters(_run_trial, base_raw=base_raw, paths=paths, data_version=data_version,
-                                     parent=parent)
+                                     parent=parent, pbt=s.scheduler == "pbt")
     # The trial's driver only waits on its TorchTrainer, whose workers hold the CPUs.
     trainable = tune.with_resources(trainable, {"CPU": 0, "memory": 1})  # Ray refuses an empty request
     print(f"Tune: {s.num_samples} trials over {list(s.space)}, {s.scheduler}, {concurrent} at a time")
@@ -119,12 +203,19 @@ def run_search(params: Params, paths: RunPaths, data_version: str) -> TuneOutcom
     tuner = tune.Tuner(
         trainable,
         param_space=_search_space(params),
-        tune_config=tune.TuneConfig(metric="score", mode="min", scheduler=scheduler,
+        tune_config=tune.TuneConfig(metric="score", mode="min", scheduler=_scheduler(params),
                                     num_samples=s.num_samples, max_concurrent_trials=concurrent),
         run_config=tune.RunConfig(name=f"tune-{parent[:8]}", storage_path=str(paths.ray_results / "tune"),
                                   verbose=1),
     )
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    finally:
+        # PBT's copies of the trials' checkpoints: all kept while the search runs (a donor's may be
+        # needed any time; Tune keeping fewer deleted one before a trial restored from it), none after.
+        # The trials' own Ray Train checkpoints, which registration reads, stay.
+        for folder in (paths.ray_results / "tune" / f"tune-{parent[:8]}").glob("*/checkpoint_*"):
+            shutil.rmtree(folder, ignore_errors=True)
     trials = [_settle_trial(r, parent, params.train.epochs) for r in grid]
     ok = [r for r, t in zip(grid, trials) if t["status"] == "ok"]
     if not ok:

@@ -83,8 +83,10 @@ def mode_metrics(
                   keeps a few stray samples from counting as a captured mode; by default it scales with n
                   as max(1, round(20 * n / 2500)) (20 of the usual 2,500 samples).
     reverse_kl    KL(q || uniform) = sum_k q_k log(q_k K), q = histogram of the high-quality samples over
-                  their nearest modes, normalised. 0 for a uniform spread, log K when one mode takes all.
-                  With no high-quality sample q is undefined; log K (the worst value) is returned.
+                  the captured modes, normalised. 0 for a uniform spread, log K when one mode takes all.
+                  With no captured mode q is undefined; log K (the worst value) is returned. Stray samples
+                  in uncaptured modes are left out: counted, a G that hits nothing (a few strays near
+                  several means) would score as well as one that covers every mode.
     """
     x = np.asarray(samples, dtype=np.float64)
     mu = np.asarray(means, dtype=np.float64)
@@ -98,13 +100,14 @@ def mode_metrics(
     nearest = dist.argmin(1)
     good = dist[np.arange(n), nearest] <= 3.0 * std
     counts = np.bincount(nearest[good], minlength=k)
-    if good.any():
-        q = counts[counts > 0] / counts.sum()
+    captured = counts[counts >= min_count]
+    if captured.size:
+        q = captured / captured.sum()
         reverse_kl = float(np.sum(q * np.log(q * k)))
     else:
         reverse_kl = float(np.log(k))
     return {
-        "modes": int((counts >= min_count).sum()),
+        "modes": int(captured.size),
         "high_quality": float(good.mean()) if n else 0.0,
         "reverse_kl": reverse_kl,
     }

@@ -264,3 +264,16 @@ def test_image_quality():
     assert q["coverage"] == density_coverage(a, b)["coverage"]
     with pytest.raises(ValueError, match="same d"):
         image_quality(a, b[:, :4])
+
+
+def test_mode_metrics_strays_do_not_make_junk_look_balanced():
+    """A G that puts 1 sample near each of 8 means and the rest nowhere has captured no mode: it must
+    score the worst reverse KL, not ~0 (the histogram of its 8 strays is perfectly uniform)."""
+    means, std = toy_modes("ring8")
+    x = np.concatenate([means + 0.5 * std, np.full((2492, 2), 5.0)])
+    m = mode_metrics(x, means, std)
+    assert m["modes"] == 0 and m["reverse_kl"] == pytest.approx(math.log(8))
+    # The same strays beside a G that really covers 2 modes: KL over those 2 (log 4), strays ignored.
+    two = np.concatenate([np.repeat(means[:2], 400, axis=0), means[2:] + 0.5 * std])
+    m = mode_metrics(two, means, std)
+    assert m["modes"] == 2 and m["reverse_kl"] == pytest.approx(math.log(4))

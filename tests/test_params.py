@@ -93,3 +93,24 @@ def test_bundled_point_sets_need_no_source(ws):
     assert p.data.is_points and p.data.builtin == "ring8" and p.model_name == "ganflow-ring8"
     p = params.load(ws, ["data.name=faces", "data.source=data/raw/faces"])
     assert not p.data.is_points and p.data.builtin is None
+
+
+def test_pbt_refuses_values_that_cannot_change_inside_a_running_trial(ws):
+    ok = params.load(ws, ["tune.scheduler=pbt",
+                          "tune.space={optim.lr_g: {loguniform: [0.0001, 0.001]}, optim.n_critic: {choice: [1, 2]}}"])
+    assert ok.tune.scheduler == "pbt"
+    with pytest.raises(UserError) as err:  # the repository's space searches the loss: not for PBT
+        params.load(ws, ["tune.scheduler=pbt"])
+    assert "loss cannot change" in str(err.value) and "asha" in str(err.value)
+    with pytest.raises(UserError, match="model.width"):
+        params.load(ws, ["tune.scheduler=pbt", "tune.space={model.width: {choice: [16, 32]}}"])
+    # A grid under PBT is the population's starting values (and what mutations move between).
+    assert params.load(ws, ["tune.scheduler=pbt", "tune.space={optim.lr_g: {grid: [0.001, 0.002]}}"]).tune.space
+
+
+def test_exponent_floats_without_a_dot_are_floats(ws):
+    """YAML 1.1 (PyYAML) reads `1e-09` as a string; ruamel writes floats that way into params.yaml."""
+    assert params.parse_overrides(["x=1e-5", "y=[1e-9, 2E+3, 7, 1.5]", "z=1e5x"]) == \
+        {"x": 1e-5, "y": [1e-9, 2000.0, 7, 1.5], "z": "1e5x"}
+    params.write_overrides(ws, ["tune.space={optim.lr_g: {grid: [0.001, 1.0e-9]}}"])
+    assert params.load(ws).tune.space == {"optim.lr_g": {"grid": [0.001, 1e-9]}}

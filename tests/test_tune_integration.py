@@ -39,3 +39,47 @@ def test_tune_records_every_trial_and_registers_the_best(workspace):
     mv = client.get_model_version("ganflow-ring8", "1")
     assert mv.run_id in {c.info.run_id for c in children if c.info.status == "FINISHED"}
     assert "eval/reverse_kl" in client.get_run(mv.run_id).data.metrics
+
+
+def test_pbt_moves_the_best_weights_into_the_weaker_trial_with_mutated_values(workspace):
+    """Two trials, one whose G cannot learn (lr_g 1e-9): at a perturbation PBT gives the weaker trial
+    the stronger one's checkpoint, which needs our callback's Tune checkpoints (Ray's own
+    TuneReportCallback only forwards a path). The weaker trial then continues at the donor's epoch,
+    under its own MLflow run, with its values recorded as they change."""
+    # Digits: the probe's Frechet distance separates the two trials from the first epoch on.
+    proc = ganflow(workspace, "tune", "--set", "train.epochs=6", "--set", "train.num_workers=1",
+                   "--set", "eval.num_samples=500", "--set", "eval.probe_samples=500",
+                   "--set", "tune.scheduler=pbt", "--set", "tune.perturbation_interval=2",
+                   "--set", "tune.space={optim.lr_g: {grid: [0.0005, 1.0e-9]}}", "--set", "tune.num_samples=1")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "Registered ganflow-digits version 1" in proc.stdout
+    assert "continuing another trial's weights at epoch" in out
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(f"sqlite:///{workspace / '.ganflow' / 'mlflow.db'}")
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("ganflow-digits").experiment_id
+    parent = client.search_runs([exp], "tags.`ganflow.kind` = 'search'")[0]
+    children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 2  # one MLflow run per trial, however often PBT restarts it
+    exploited = [c for c in children if any(k.startswith("ganflow.pbt_exploit_epoch_") for k in c.data.tags)]
+    assert exploited, [c.data.tags for c in children]
+    run = exploited[0]
+    epoch = min(int(k.rsplit("_", 1)[1]) for k in run.data.tags if k.startswith("ganflow.pbt_exploit_epoch_"))
+    assert 2 <= epoch < 6
+    # The values it trained with over time, as metrics at the epoch each took effect.
+    lrs = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "hp/optim.lr_g"))
+    assert lrs[0][0] == 0 and epoch in [s for s, _ in lrs], lrs
+    assert all(v in (0.0005, 1e-9) for _, v in lrs)  # grid values mutate to a neighbour in the grid
+    # ... and the optimiser really used them after loading the donor's state (which carries its lr).
+    history = sorted(client.get_metric_history(run.info.run_id, "lr_g"), key=lambda m: m.timestamp)
+    used = {m.step: m.value for m in history}  # the latest write of an epoch PBT made it train again
+    for step, value in lrs:
+        assert used[step] == pytest.approx(value), (used, lrs)
+    # Its epochs after the exploit continue the donor's count rather than starting over.
+    epochs = [m.step for m in client.get_metric_history(run.info.run_id, "loss_d")]
+    assert max(epochs) == 5 and epochs.count(epoch) >= 1
+    assert all(c.info.status == "FINISHED" for c in children)

@@ -65,3 +65,16 @@ def test_digits_compare_quick(capsys, one_thread):
     # A real-vs-real FD must beat 1 epoch of any GAN.
     assert float(base[6]) < min(_mean(rows[n][6]) for n in digits_compare.RECIPES)
     assert "wall time:" in out
+
+
+def test_gpu_bench_runs_on_cpu(capsys, one_thread):
+    """bench/gpu.py is for a lent GPU; its settings (autocast, channels_last) must also run on CPU."""
+    from bench import gpu
+
+    assert gpu.main(["--quick", "--device", "cpu", "--no-ray", "--settings", "fp32,bf16,channels_last"]) == 0
+    out = capsys.readouterr().out
+    rows = {r.split("|")[1].strip(): r.split("|")[2:4] for r in out.splitlines() if r.startswith("| ")
+            and not r.startswith("| setting")}
+    assert set(rows) == {"fp32", "bf16", "channels_last"}, out
+    assert rows["fp32"][1].strip() == "1.00"
+    assert all(float(v[0]) > 0 for v in rows.values())

@@ -108,23 +108,22 @@ def _run_trial(config: dict[str, Any], base_raw: dict, paths: RunPaths, data_ver
     identity = run_identity(p, data_version, paths)
     identity.name += f"-{trial_id}"
     identity.trial = True
-    init_state, donor = _donor_state(tune.get_checkpoint())
-    if donor == trial_id:
-        donor = None  # PBT paused this trial and now resumes it from its own checkpoint
+    init_state, donor = _donor_state(tune.get_checkpoint(), trial_id)
+    start_epoch = int(init_state["epoch"]) + 1 if init_state is not None else 0
     if init_state is not None:
         # A Ray Train run of its own (a reused name would resume that run's stale checkpoint instead).
-        identity.name += f"-e{int(init_state['epoch']) + 1}"
+        identity.name += f"-e{start_epoch}"
         identity.mlflow_run_id = registry.find_trial_run(parent, trial_id)  # one MLflow run per trial
     registry.start_run(p, paths, identity, data_version, parent_run_id=parent, extra_tags={"ganflow.trial_id": trial_id})
     # The values this trial trains with from here on (PBT changes them): tags, and metrics over epochs.
-    registry.record_trial_config(identity, config, int(init_state["epoch"]) + 1 if init_state else 0, donor)
+    registry.record_trial_config(identity, config, start_epoch, donor)
 
     queue = Queue(actor_options={"num_cpus": 0})
     box: dict[str, Any] = {}
 
     def work() -> None:
         try:
-            box["outcome"] = fit(p, paths, identity, callbacks=[_callback(queue, pbt)], init_state=init_state)
+            fit(p, paths, identity, callbacks=[_callback(queue, pbt)], init_state=init_state)
         except BaseException as exc:  # noqa: BLE001 - handed to the trial's thread below
             box["error"] = exc
         finally:
@@ -137,16 +136,16 @@ def _run_trial(config: dict[str, Any], base_raw: dict, paths: RunPaths, data_ver
         metrics, checkpoint = item
         tune.report(metrics, checkpoint=checkpoint)
     thread.join()
-    if isinstance(box.get("error"), TrainingFailed):
-        registry.fail_run(identity.mlflow_run_id, str(box["error"]))
-        raise box["error"]
-    if "error" in box:
-        raise box["error"]
+    if (error := box.get("error")) is not None:
+        if isinstance(error, TrainingFailed):
+            registry.fail_run(identity.mlflow_run_id, str(error))
+        raise error
     registry.finish_run(identity.mlflow_run_id)
 
 
-def _donor_state(checkpoint) -> tuple[dict | None, str | None]:
-    """The training state PBT handed this trial, and which trial it came from (None, None: a fresh trial)."""
+def _donor_state(checkpoint, trial_id: str) -> tuple[dict | None, str | None]:
+    """The training state Tune handed this trial and the other trial it came from: (None, None) for a
+    fresh trial, (state, None) when PBT paused this trial and resumes it from its own checkpoint."""
     if checkpoint is None:
         return None, None
     with checkpoint.as_directory() as d:
@@ -154,7 +153,8 @@ def _donor_state(checkpoint) -> tuple[dict | None, str | None]:
     # Tune keeps it in the donor trial's folder, named _run_trial_<trial id>_<config>_<date>.
     folder = Path(checkpoint.path).parent.name
     found = re.search(r"_run_trial_([0-9a-f]+_\d+)", folder)
-    return state, found.group(1) if found else folder
+    donor = found.group(1) if found else folder
+    return state, (donor if donor != trial_id else None)
 
 
 def _settle_trial(r, parent: str, epochs: int) -> dict:

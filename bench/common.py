@@ -94,6 +94,17 @@ def footer(t0: float) -> str:
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def clean_env(home: Path) -> dict[str, str]:
+    """The environment of a fresh shell for a `ganflow` subprocess: no tool state leaking in from the
+    caller's session (nor from a configured workspace in this process), its run dir at `home`."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MLFLOW_", "PREFECT_", "RAY_", "DVC_", "GANFLOW_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["GANFLOW_HOME"] = str(home)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
 def make_workspace(ws: Path) -> Path:
     """A throwaway ganflow workspace: the repo's params.yaml/dvc.yaml in a fresh git repo of its own
     (DVC needs one), its run dir ignored. Tests and benchmarks both start from this."""

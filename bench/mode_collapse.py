@@ -55,6 +55,11 @@ class Recipe:
     steps_scale: float = 1.0                      # G steps = round(scale * --steps)
 
 
+_FAST = Recipe("ns-r1-fast", "non-saturating + R1 0.01 + TTUR Adam 1e-3 / 2e-3 (0.5, 0.9) + EMA 0.999 + lr decay, "
+               "batch 256, 4.5x the G steps",
+               {"name": "non-saturating", "r1_gamma": 0.01},
+               {"lr_g": 1e-3, "lr_d": 2e-3, "betas": (0.5, 0.9), "lr_decay_start": 0.5}, ema=0.999, batch=256,
+               steps_scale=4.5)
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("gan", "vanilla GAN: non-saturating, DCGAN Adam 2e-4 (0.5, 0.999), no reg., no EMA",
            {"name": "non-saturating"}),
@@ -67,22 +72,14 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("ns-r1", "non-saturating + R1 gamma 0.1 + EMA 0.999", {"name": "non-saturating", "r1_gamma": 0.1},
            ema=0.999),
     Recipe("ns-r1-decay", "non-saturating + R1 0.1 + EMA 0.999 + lr decay",
-           {"name": "non-saturating", "r1_gamma": 0.1}, ema=0.999, optim={"lr_decay_start": 0.5}),
+           {"name": "non-saturating", "r1_gamma": 0.1}, {"lr_decay_start": 0.5}, ema=0.999),
     Recipe("wgan-gp-ema", "WGAN-GP paper recipe + EMA 0.999 + lr decay", {"name": "wgan-gp"},
            {"lr_decay_start": 0.5}, ema=0.999),
     Recipe("ns-r1-ttur", "non-saturating + R1 0.01 + TTUR Adam 5e-4 / 1e-3 (0.5, 0.9) + EMA 0.999, batch 256",
            {"name": "non-saturating", "r1_gamma": 0.01},
            {"lr_g": 5e-4, "lr_d": 1e-3, "betas": (0.5, 0.9)}, ema=0.999, batch=256),
-    Recipe("ns-r1-fast", "non-saturating + R1 0.01 + TTUR Adam 1e-3 / 2e-3 (0.5, 0.9) + EMA 0.999 + lr decay, "
-           "batch 256, 4.5x the G steps",
-           {"name": "non-saturating", "r1_gamma": 0.01},
-           {"lr_g": 1e-3, "lr_d": 2e-3, "betas": (0.5, 0.9), "lr_decay_start": 0.5}, ema=0.999, batch=256,
-           steps_scale=4.5),
-    Recipe("ns-r1-wide", "ns-r1-fast with PacGAN's layer width (400)",
-           {"name": "non-saturating", "r1_gamma": 0.01},
-           {"lr_g": 1e-3, "lr_d": 2e-3, "betas": (0.5, 0.9), "lr_decay_start": 0.5}, width=400, ema=0.999,
-           batch=256,
-           steps_scale=4.5),
+    _FAST,
+    replace(_FAST, name="ns-r1-wide", desc="ns-r1-fast with PacGAN's layer width (400)", width=400),
 ]}
 DEFAULT_RECIPES = ("gan", "minimax", "wgan-gp", "hinge-sn", "best")
 BEST = "ns-r1-wide"  # chosen by the (short) search in bench/RESULTS.md; "best" is an alias of it

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -29,7 +28,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     __package__ = "bench"
 
-from bench.common import footer, make_workspace, table  # noqa: E402
+from bench.common import clean_env, footer, make_workspace, table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -131,7 +130,6 @@ def main() -> None:
                                + ([f"train.batch_size={args.batch}"] if args.batch else []))
     params = params_mod.load(ws)
     stages.prepare(params, ws)
-    env = {**os.environ}
 
     print(f"1/3 bare loop vs 1-worker TorchTrainer ({args.epochs} epochs of digits, batch {params.train.batch_size})",
           flush=True)
@@ -149,9 +147,7 @@ def main() -> None:
     if not args.no_pipeline:
         print("3/3 pipeline overhead (warm caches)", flush=True)
         pws = _workspace(tmp / "pipe")
-        penv = {k: v for k, v in env.items() if not k.startswith(("MLFLOW_", "PREFECT_", "RAY_", "DVC_", "GANFLOW_"))}
-        penv["GANFLOW_HOME"] = str(pws / ".ganflow")
-        pipe = pipeline_overhead(pws, penv)
+        pipe = pipeline_overhead(pws, clean_env(pws / ".ganflow"))
 
     n = len(__import__("flows.stages", fromlist=["load_split"]).load_split(ws, "train")[0])
     rows = [

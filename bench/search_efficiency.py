@@ -12,7 +12,6 @@ the first trial that reached that score, in the order trials finished; goal <= 4
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     __package__ = "bench"
 
-from bench.common import footer, make_workspace, table  # noqa: E402
+from bench.common import clean_env, footer, make_workspace, table  # noqa: E402
 from bench.overhead import BIN  # noqa: E402
 
 SPACES = {
@@ -37,8 +36,7 @@ SPACES = {
 
 def search(root: Path, scheduler: str, epochs: int, space: dict, grace: int = 2, factor: int = 2) -> dict:
     ws = make_workspace(root / scheduler)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_", "RAY_", "DVC_", "GANFLOW_"))}
-    env["GANFLOW_HOME"] = str(ws / ".ganflow")
+    env = clean_env(ws / ".ganflow")
     sets = [f"tune.scheduler={scheduler}", f"tune.space={yaml.safe_dump(space, default_flow_style=True).strip()}", "tune.num_samples=1",
             f"tune.grace_period={grace}", f"tune.reduction_factor={factor}", f"train.epochs={epochs}", "eval.every=1",
             "eval.probe_samples=500", "train.num_workers=1"]

@@ -14,7 +14,6 @@ waits for: install excluded, but data preparation, the classifier, Ray and Prefe
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     __package__ = "bench"
 
-from bench.common import footer, table  # noqa: E402
+from bench.common import clean_env, footer, table  # noqa: E402
 from bench.overhead import BIN, _workspace  # noqa: E402
 
 RECIPES = {
@@ -50,8 +49,7 @@ def run(dataset: str, root: Path) -> dict:
     import torch
 
     ws = _workspace(root / dataset)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_", "RAY_", "DVC_", "GANFLOW_"))}
-    env["GANFLOW_HOME"] = str(ws / ".ganflow")
+    env = clean_env(ws / ".ganflow")
     sets = [a for s in RECIPES[dataset] for a in ("--set", s)]
     started = time.time()
     proc = subprocess.run([str(BIN / "ganflow"), "pipeline", "--workspace", str(ws), *sets], cwd=ws, env=env,

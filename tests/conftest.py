@@ -1,7 +1,6 @@
 """Shared fixtures: a throwaway ganflow workspace (its own git repo, DVC, run dir) per test."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,20 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.common import make_workspace
+from bench.common import clean_env, make_workspace  # noqa: F401 - clean_env: tests import it from here
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def clean_env(home: Path) -> dict[str, str]:
-    """The environment of a fresh shell: no tool state leaking in from the developer's session."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MLFLOW_", "PREFECT_", "RAY_", "DVC_", "GANFLOW_"))}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["GANFLOW_HOME"] = str(home)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 @pytest.fixture

@@ -95,7 +95,12 @@ class TuneSection(Strict):
     grace_period: int = Field(2, ge=1, description="epochs before ASHA may stop a trial")
     reduction_factor: int = Field(2, ge=2)
     perturbation_interval: int = Field(4, ge=1, description="PBT: epochs between exploit/explore steps")
-    max_concurrent: int | None = Field(None, ge=1, description="default: CPUs // train.num_workers")
+    pbt_synch: bool = Field(True, description="PBT: every trial waits at each perturbation, so the population "
+                            "is compared at the same epoch even when trials queue for CPUs or start late (each "
+                            "wait restarts the trial's TorchTrainer); false: asynchronous, no waiting, but a "
+                            "trial that runs ahead of or behind the others may never be compared with them")
+    max_concurrent: int | None = Field(None, ge=1, description="default: CPUs // train.num_workers (not "
+                                       "with PBT, whose CPUs alone bound how many trials train at once)")
     space: dict[str, dict[str, list]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -114,6 +119,11 @@ class TuneSection(Strict):
                 raise ValueError(f"PBT changes values inside running trials, and {', '.join(fixed)} cannot "
                                  f"change there (weights or optimiser state would not fit); PBT can search "
                                  f"{', '.join(PBT_MUTABLE)}. Use scheduler asha for the others.")
+            if self.max_concurrent is not None:
+                # Tune's limit holds back the creation of trials, so PBT would never see the later ones.
+                raise ValueError("tune.max_concurrent cannot be used with PBT: it limits how many trials exist "
+                                 "at once, so later ones would never be compared with the first. Leave it null; "
+                                 "the CPUs bound how many trials train at once.")
         return self
 
 

@@ -136,6 +136,13 @@ def record_trial_config(identity: RunIdentity, config: dict, epoch: int, donor: 
         client.log_batch(run_id, metrics=values)
 
 
+def exploit_epochs(run_id: str) -> list[int]:
+    """The epochs at which PBT gave this trial another trial's weights (record_trial_config's tags)."""
+    tags = MlflowClient().get_run(run_id).data.tags
+    prefix = "ganflow.pbt_exploit_epoch_"
+    return sorted(int(k[len(prefix):]) for k in tags if k.startswith(prefix))
+
+
 def fail_run(run_id: str, reason: str) -> None:
     """FAILED, with the reason where people look (a tag shown in the runs table)."""
     client = MlflowClient()
@@ -183,6 +190,8 @@ def log_trials(parent_run_id: str, trials: list[dict], best_config: dict, wall_s
         client.log_artifact(parent_run_id, str(path))
     client.log_metric(parent_run_id, "trials_failed", sum(t["status"] != "ok" for t in trials))
     client.log_metric(parent_run_id, "search_wall_s", wall_s)
+    if any("pbt_exploit_epochs" in t for t in trials):
+        client.log_metric(parent_run_id, "pbt_exploits", sum(len(t["pbt_exploit_epochs"]) for t in trials))
     client.set_tag(parent_run_id, "ganflow.best_config", json.dumps(best_config))
     client.set_terminated(parent_run_id, "FINISHED")
 

@@ -100,10 +100,10 @@ def train_loop(config: dict) -> dict:
         start_epoch, history = restore(state, G, D, opt_g, opt_d, ema)
         if rank == 0:
             print(f"[ganflow] resuming from checkpoint at epoch {start_epoch}/{t['epochs']}")
-    elif config.get("init_state_ref") is not None:  # a PBT trial continuing from a donor trial's state
+    elif config.get("init_state_ref") is not None:  # a PBT trial restarted from a Tune checkpoint
         start_epoch, history = restore(ray.get(config["init_state_ref"]), G, D, opt_g, opt_d, ema)
         if rank == 0:
-            print(f"[ganflow] continuing another trial's weights at epoch {start_epoch}/{t['epochs']} "
+            print(f"[ganflow] continuing from the tune checkpoint at epoch {start_epoch}/{t['epochs']} "
                   f"with {describe(optim)}")
 
     # No per-forward broadcast of BatchNorm statistics: each rank keeps its own running stats (rank

@@ -59,7 +59,7 @@ def _scheduler(params: Params):
                      for k, spec in s.space.items()}
         return PopulationBasedTraining(time_attr="epoch", perturbation_interval=s.perturbation_interval,
                                        hyperparam_mutations=mutations, quantile_fraction=0.25,
-                                       resample_probability=0.25)
+                                       resample_probability=0.25, synch=s.pbt_synch)
     return FIFOScheduler()
 
 
@@ -111,6 +111,8 @@ def _run_trial(config: dict[str, Any], base_raw: dict, paths: RunPaths, data_ver
     init_state, donor = _donor_state(tune.get_checkpoint(), trial_id)
     start_epoch = int(init_state["epoch"]) + 1 if init_state is not None else 0
     if init_state is not None:
+        print(f"[ganflow] trial {trial_id}: " + (f"continuing another trial's weights at epoch {start_epoch} "
+              f"(trial {donor}) with {config}" if donor else f"resuming its own checkpoint at epoch {start_epoch}"))
         # A Ray Train run of its own (a reused name would resume that run's stale checkpoint instead).
         identity.name += f"-e{start_epoch}"
         identity.mlflow_run_id = registry.find_trial_run(parent, trial_id)  # one MLflow run per trial
@@ -157,7 +159,7 @@ def _donor_state(checkpoint, trial_id: str) -> tuple[dict | None, str | None]:
     return state, (donor if donor != trial_id else None)
 
 
-def _settle_trial(r, parent: str, epochs: int) -> dict:
+def _settle_trial(r, parent: str, epochs: int, pbt: bool) -> dict:
     """One row of the search summary; also ends the trial's MLflow run, which a trial stopped by
     ASHA (its actor killed mid-fit) or a crashed one could not end itself."""
     last = r.metrics or {}
@@ -178,8 +180,11 @@ def _settle_trial(r, parent: str, epochs: int) -> dict:
             if reason:
                 registry.MlflowClient().set_tag(run_id, "ganflow.stopped", reason)
             registry.finish_run(run_id)
-    return {"config": r.config, "score": min(finite) if finite else math.nan, "epochs": iters,
-            "status": status, "reason": reason, "mlflow_run_id": run_id}
+    row = {"config": r.config, "score": min(finite) if finite else math.nan, "epochs": iters,
+           "status": status, "reason": reason, "mlflow_run_id": run_id}
+    if pbt:
+        row["pbt_exploit_epochs"] = registry.exploit_epochs(run_id) if run_id else []
+    return row
 
 
 def run_search(params: Params, paths: RunPaths, data_version: str) -> TuneOutcome:
@@ -191,14 +196,19 @@ def run_search(params: Params, paths: RunPaths, data_version: str) -> TuneOutcom
     ray_runtime.init(paths)
     cpus = ray.cluster_resources().get("CPU", 1)
     per_trial = params.train.num_workers * params.train.cpus_per_worker
-    concurrent = params.tune.max_concurrent or max(1, int(cpus // per_trial))
     s = params.tune
+    pbt = s.scheduler == "pbt"
+    fits = max(1, int(cpus // per_trial))
+    # Tune's max_concurrent_trials holds back trial *creation*: PBT needs its whole population to exist
+    # (paused trials make room), so there the TorchTrainers' CPU requests alone bound who trains.
+    concurrent = None if pbt else s.max_concurrent or fits
+    population = s.num_samples * math.prod(len(v["grid"]) for v in s.space.values() if "grid" in v)
     parent = registry.start_parent_run(params, paths, data_version, s.model_dump(mode="json"))
     trainable = tune.with_parameters(_run_trial, base_raw=base_raw, paths=paths, data_version=data_version,
-                                     parent=parent, pbt=s.scheduler == "pbt")
+                                     parent=parent, pbt=pbt)
     # The trial's driver only waits on its TorchTrainer, whose workers hold the CPUs.
     trainable = tune.with_resources(trainable, {"CPU": 0, "memory": 1})  # Ray refuses an empty request
-    print(f"Tune: {s.num_samples} trials over {list(s.space)}, {s.scheduler}, {concurrent} at a time")
+    print(f"Tune: {population} trials over {list(s.space)}, {s.scheduler}, {concurrent or fits} training at a time")
     started = time.perf_counter()
     tuner = tune.Tuner(
         trainable,
@@ -216,7 +226,13 @@ def run_search(params: Params, paths: RunPaths, data_version: str) -> TuneOutcom
         # The trials' own Ray Train checkpoints, which registration reads, stay.
         for folder in (paths.ray_results / "tune" / f"tune-{parent[:8]}").glob("*/checkpoint_*"):
             shutil.rmtree(folder, ignore_errors=True)
-    trials = [_settle_trial(r, parent, params.train.epochs) for r in grid]
+    trials = [_settle_trial(r, parent, params.train.epochs, pbt) for r in grid]
+    if pbt:
+        # Said either way: a population whose trials were never compared is a plain grid.
+        exploits = sum(len(t["pbt_exploit_epochs"]) for t in trials)
+        why = "" if exploits else " (no trial met a better, still running one at a perturbation" + (
+            ")" if s.pbt_synch else "; tune.pbt_synch: true makes them wait for each other)")
+        print(f"Tune: PBT made {exploits} exploit(s) over {len(trials)} trials{why}")
     ok = [r for r, t in zip(grid, trials) if t["status"] == "ok"]
     if not ok:
         registry.fail_run(parent, "every trial failed")

@@ -106,6 +106,10 @@ def test_pbt_refuses_values_that_cannot_change_inside_a_running_trial(ws):
         params.load(ws, ["tune.scheduler=pbt", "tune.space={model.width: {choice: [16, 32]}}"])
     # A grid under PBT is the population's starting values (and what mutations move between).
     assert params.load(ws, ["tune.scheduler=pbt", "tune.space={optim.lr_g: {grid: [0.001, 0.002]}}"]).tune.space
+    # Tune's concurrency limit holds back trial creation: PBT would never compare the later trials.
+    with pytest.raises(UserError, match="max_concurrent cannot be used with PBT"):
+        params.load(ws, ["tune.scheduler=pbt", "tune.max_concurrent=1",
+                         "tune.space={optim.lr_g: {grid: [0.001, 0.002]}}"])
 
 
 def test_exponent_floats_without_a_dot_are_floats(ws):

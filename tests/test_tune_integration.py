@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -45,9 +46,15 @@ def test_pbt_moves_the_best_weights_into_the_weaker_trial_with_mutated_values(wo
     """Two trials, one whose G cannot learn (lr_g 1e-9): at a perturbation PBT gives the weaker trial
     the stronger one's checkpoint, which needs our callback's Tune checkpoints (Ray's own
     TuneReportCallback only forwards a path). The weaker trial then continues at the donor's epoch,
-    under its own MLflow run, with its values recorded as they change."""
+    under its own MLflow run, with its values recorded as they change.
+
+    One trial trains at a time (2 CPUs per worker): the second starts only when the first waits at a
+    perturbation. Asynchronous PBT compares a trial with nobody when the others run ahead or behind
+    (CI saw no exploit when one trial merely started late); synchronous PBT, the default, compares
+    them at the same epoch."""
     # Digits: the probe's Frechet distance separates the two trials from the first epoch on.
     proc = ganflow(workspace, "tune", "--set", "train.epochs=6", "--set", "train.num_workers=1",
+                   "--set", "train.cpus_per_worker=2",
                    "--set", "eval.num_samples=500", "--set", "eval.probe_samples=500",
                    "--set", "tune.scheduler=pbt", "--set", "tune.perturbation_interval=2",
                    "--set", "tune.space={optim.lr_g: {grid: [0.0005, 1.0e-9]}}", "--set", "tune.num_samples=1")
@@ -55,6 +62,8 @@ def test_pbt_moves_the_best_weights_into_the_weaker_trial_with_mutated_values(wo
     assert proc.returncode == 0, out[-4000:]
     assert "Registered ganflow-digits version 1" in proc.stdout
     assert "continuing another trial's weights at epoch" in out
+    exploits = int(re.search(r"PBT made (\d+) exploit", proc.stdout).group(1))
+    assert exploits >= 1
 
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -65,6 +74,7 @@ def test_pbt_moves_the_best_weights_into_the_weaker_trial_with_mutated_values(wo
     parent = client.search_runs([exp], "tags.`ganflow.kind` = 'search'")[0]
     children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(children) == 2  # one MLflow run per trial, however often PBT restarts it
+    assert parent.data.metrics["pbt_exploits"] == exploits
     exploited = [c for c in children if any(k.startswith("ganflow.pbt_exploit_epoch_") for k in c.data.tags)]
     assert exploited, [c.data.tags for c in children]
     run = exploited[0]

@@ -136,9 +136,11 @@ def last_checkpoint_epoch(run_dir: Path) -> int | None:
 
 
 def fit(params: Params, paths: RunPaths, identity: RunIdentity, callbacks: list | None = None,
-        init_state: dict | None = None) -> TrainOutcome:
+        init_state: dict | None = None, stop_epoch: int | None = None) -> TrainOutcome:
     """Train (or resume) the run `identity`. `init_state`: a training_state to start from when the run
-    has no checkpoint of its own (a PBT trial taking over another trial's weights)."""
+    has no checkpoint of its own (a PBT trial taking over another trial's weights). `stop_epoch`: end
+    after that many epochs, with a checkpoint, though the schedule still spans train.epochs (a PBT
+    segment)."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     import ray
@@ -175,6 +177,7 @@ def fit(params: Params, paths: RunPaths, identity: RunIdentity, callbacks: list 
         "eval": params.eval.model_dump(),
         "mlflow_run_id": identity.mlflow_run_id,
         "init_state_ref": ray.put(init_state) if init_state is not None else None,
+        "stop_epoch": stop_epoch or t.epochs,
     }
     trainer = TorchTrainer(
         train_loop,

@@ -103,7 +103,7 @@ def train_loop(config: dict) -> dict:
     elif config.get("init_state_ref") is not None:  # a PBT trial restarted from a Tune checkpoint
         start_epoch, history = restore(ray.get(config["init_state_ref"]), G, D, opt_g, opt_d, ema)
         if rank == 0:
-            print(f"[ganflow] continuing from the tune checkpoint at epoch {start_epoch}/{t['epochs']} "
+            print(f"[ganflow] continuing from the training state handed over at epoch {start_epoch}/{t['epochs']} "
                   f"with {describe(optim)}")
 
     # No per-forward broadcast of BatchNorm statistics: each rank keeps its own running stats (rank
@@ -124,7 +124,8 @@ def train_loop(config: dict) -> dict:
     evaluator = ray.get(config["evaluator_ref"]) if rank == 0 and config["evaluator_ref"] is not None else None
 
     diverged_at, score = None, math.inf
-    for epoch in range(start_epoch, t["epochs"]):
+    stop = config["stop_epoch"]
+    for epoch in range(start_epoch, stop):
         started = time.perf_counter()
         # Every epoch: the schedule's lr, and after a restore the configured (PBT: mutated) values
         # rather than the ones the loaded optimiser state carries.
@@ -144,7 +145,7 @@ def train_loop(config: dict) -> dict:
         finite = metrics.get("nonfinite", 0.0) == 0.0 and all(math.isfinite(v) for v in metrics.values())
         metrics["nonfinite"] = 0.0 if finite else 1.0
         if evaluator is not None:
-            if finite and ((epoch + 1) % ev["every"] == 0 or epoch + 1 == t["epochs"]):
+            if finite and ((epoch + 1) % ev["every"] == 0 or epoch + 1 in (stop, t["epochs"])):
                 # The quality the user cares about, as training goes (rank 0 only; the EMA G if any).
                 probe, _ = evaluator.score(ema.module if ema is not None else unwrap(G), ev["probe_samples"],
                                            ev["seed"], full=False)
@@ -165,7 +166,7 @@ def train_loop(config: dict) -> dict:
             ray.train.report(metrics)
             diverged_at = epoch + 1
             break
-        if (epoch + 1) % t["checkpoint_every"] == 0 or epoch + 1 == t["epochs"]:
+        if (epoch + 1) % t["checkpoint_every"] == 0 or epoch + 1 in (stop, t["epochs"]):
             _report_with_checkpoint(metrics, rank, training_state(G, D, opt_g, opt_d, ema, epoch, history,
                                                                   model_cfg, data_shape))
         else:

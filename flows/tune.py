@@ -95,54 +95,82 @@ def _callback(queue, with_checkpoint: bool):
 
 
 def _run_trial(config: dict[str, Any], base_raw: dict, paths: RunPaths, data_version: str, parent: str,
-               pbt: bool = False) -> None:
+               pbt: bool = False, perturbation_interval: int = 0) -> None:
     """One Tune trial: params with the sampled values, an MLflow child run, a TorchTrainer. Under PBT
     a trial may start again from another trial's checkpoint with mutated values (tune.get_checkpoint)."""
     from ray import tune
-    from ray.util.queue import Queue
 
     p = trial_params(base_raw, config)
     # Tune needs a score every epoch and a checkpoint beside it, to pick the best trial's weights.
     p = p.model_copy(update={"train": p.train.model_copy(update={"checkpoint_every": max(1, p.eval.every)})})
+    epochs = p.train.epochs
     trial_id = tune.get_context().get_trial_id()
     identity = run_identity(p, data_version, paths)
-    identity.name += f"-{trial_id}"
+    base_name = identity.name = f"{identity.name}-{trial_id}"
     identity.trial = True
     init_state, donor = _donor_state(tune.get_checkpoint(), trial_id)
     start_epoch = int(init_state["epoch"]) + 1 if init_state is not None else 0
     if init_state is not None:
         print(f"[ganflow] trial {trial_id}: " + (f"continuing another trial's weights at epoch {start_epoch} "
               f"(trial {donor}) with {config}" if donor else f"resuming its own checkpoint at epoch {start_epoch}"))
-        # A Ray Train run of its own (a reused name would resume that run's stale checkpoint instead).
-        identity.name += f"-e{start_epoch}"
         identity.mlflow_run_id = registry.find_trial_run(parent, trial_id)  # one MLflow run per trial
     registry.start_run(p, paths, identity, data_version, parent_run_id=parent, extra_tags={"ganflow.trial_id": trial_id})
-    # The values this trial trains with from here on (PBT changes them): tags, and metrics over epochs.
-    registry.record_trial_config(identity, config, start_epoch, donor)
+    while start_epoch < epochs:  # a PBT trial paused at the very last epoch has nothing left to do
+        if start_epoch:
+            # A Ray Train run of its own (a reused name would resume that run's stale checkpoint instead).
+            identity.name = f"{base_name}-e{start_epoch}"
+        # The values this trial trains with from here on (PBT changes them): tags, and metrics over epochs.
+        registry.record_trial_config(identity, config, start_epoch, donor)
+        donor = None
+        # PBT acts on the report at a perturbation epoch: train in segments that end there, and send
+        # that report only once the segment's TorchTrainer has shut down, so that PBT pausing this
+        # trial never kills a live TorchTrainer (a killed one can leave its CPUs reserved for good).
+        stop = _segment_end(start_epoch, perturbation_interval, epochs) if pbt else epochs
+        init_state = _fit_segment(p, paths, identity, init_state, stop, pbt)
+        start_epoch = stop
+    registry.finish_run(identity.mlflow_run_id)
+
+
+def _segment_end(start_epoch: int, interval: int, epochs: int) -> int:
+    """The epoch count after which PBT next compares trials: its clock is the 0-based `epoch` of the
+    reports, and it perturbs at multiples of the interval."""
+    return min(epochs, max(interval, math.ceil(start_epoch / interval) * interval) + 1)
+
+
+def _fit_segment(p: Params, paths: RunPaths, identity, init_state: dict | None, stop: int, pbt: bool) -> dict:
+    """fit() to `stop` epochs beside this thread, which alone may call tune.report (Tune's session is
+    this thread's); the last report waits until fit() has returned. Returns the final training state."""
+    from ray import tune
+    from ray.util.queue import Queue
 
     queue = Queue(actor_options={"num_cpus": 0})
     box: dict[str, Any] = {}
 
     def work() -> None:
         try:
-            fit(p, paths, identity, callbacks=[_callback(queue, pbt)], init_state=init_state)
+            box["outcome"] = fit(p, paths, identity, callbacks=[_callback(queue, pbt)], init_state=init_state,
+                                 stop_epoch=stop)
         except BaseException as exc:  # noqa: BLE001 - handed to the trial's thread below
             box["error"] = exc
         finally:
             queue.put(None)
 
-    # fit() runs beside this thread, which alone may call tune.report (Tune's session is this thread's).
     thread = threading.Thread(target=work, name="ganflow-trial-fit", daemon=True)
     thread.start()
+    last = None
     while (item := queue.get()) is not None:
-        metrics, checkpoint = item
-        tune.report(metrics, checkpoint=checkpoint)
+        if item[0].get("epoch") == stop - 1:
+            last = item
+        else:
+            tune.report(item[0], checkpoint=item[1])
     thread.join()
     if (error := box.get("error")) is not None:
         if isinstance(error, TrainingFailed):
             registry.fail_run(identity.mlflow_run_id, str(error))
         raise error
-    registry.finish_run(identity.mlflow_run_id)
+    if last is not None:
+        tune.report(last[0], checkpoint=last[1])
+    return box["outcome"].state
 
 
 def _donor_state(checkpoint, trial_id: str) -> tuple[dict | None, str | None]:
@@ -205,7 +233,7 @@ def run_search(params: Params, paths: RunPaths, data_version: str) -> TuneOutcom
     population = s.num_samples * math.prod(len(v["grid"]) for v in s.space.values() if "grid" in v)
     parent = registry.start_parent_run(params, paths, data_version, s.model_dump(mode="json"))
     trainable = tune.with_parameters(_run_trial, base_raw=base_raw, paths=paths, data_version=data_version,
-                                     parent=parent, pbt=pbt)
+                                     parent=parent, pbt=pbt, perturbation_interval=s.perturbation_interval)
     # The trial's driver only waits on its TorchTrainer, whose workers hold the CPUs.
     trainable = tune.with_resources(trainable, {"CPU": 0, "memory": 1})  # Ray refuses an empty request
     print(f"Tune: {population} trials over {list(s.space)}, {s.scheduler}, {concurrent or fits} training at a time")

@@ -162,6 +162,7 @@ def pipeline(workspace: str, new_run: bool = False, search: bool = False) -> dic
         try:
             if not search:
                 outcome = timed("train", train_task, paths, identity)
+            ray_runtime.shutdown(wait=False)  # Ray's part is done: its ~2 s stop overlaps evaluation
             metrics = timed("evaluate", evaluate_task, paths, outcome)
             version = timed("register", register_task, paths, outcome, data_version, metrics)
         except BaseException:

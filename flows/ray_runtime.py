@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 
 from flows.env import RunPaths
 
@@ -13,9 +14,13 @@ _FORWARD = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_USERN
             "RAY_TRAIN_ENABLE_PRINT_PATCH", "RAY_USAGE_STATS_ENABLED", "GANFLOW_HOME")
 
 
+_stopping: threading.Thread | None = None  # a shutdown(wait=False) still running
+
+
 def init(paths: RunPaths) -> None:
     import ray
 
+    shutdown()  # let a background shutdown finish first, or this process would connect to a dying runtime
     if ray.is_initialized():
         return
     env_vars = {k: os.environ[k] for k in _FORWARD if k in os.environ}
@@ -38,8 +43,15 @@ def gpus_available() -> int:
     return int(ray.cluster_resources().get("GPU", 0))
 
 
-def shutdown() -> None:
+def shutdown(wait: bool = True) -> None:
+    """Stop the local runtime (~2 s) or disconnect from the cluster. wait=False: in the background,
+    while later stages that need no Ray run; a later shutdown() or init() waits for it."""
+    global _stopping
     import ray
 
-    if ray.is_initialized():
-        ray.shutdown()
+    if _stopping is None and ray.is_initialized():
+        _stopping = threading.Thread(target=ray.shutdown, name="ray-shutdown", daemon=True)
+        _stopping.start()
+    if wait and _stopping is not None:
+        _stopping.join()
+        _stopping = None

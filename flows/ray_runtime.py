@@ -20,7 +20,7 @@ _stopping: threading.Thread | None = None  # a shutdown(wait=False) still runnin
 def init(paths: RunPaths) -> None:
     import ray
 
-    shutdown()  # let a background shutdown finish first, or this process would connect to a dying runtime
+    _join_stopping()  # a background shutdown first, or this process would keep using a dying runtime
     if ray.is_initialized():
         return
     env_vars = {k: os.environ[k] for k in _FORWARD if k in os.environ}
@@ -52,6 +52,12 @@ def shutdown(wait: bool = True) -> None:
     if _stopping is None and ray.is_initialized():
         _stopping = threading.Thread(target=ray.shutdown, name="ray-shutdown", daemon=True)
         _stopping.start()
-    if wait and _stopping is not None:
+    if wait:
+        _join_stopping()
+
+
+def _join_stopping() -> None:
+    global _stopping
+    if _stopping is not None:
         _stopping.join()
         _stopping = None

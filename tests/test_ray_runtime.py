@@ -16,6 +16,8 @@ from flows.env import configure
 paths = configure(Path(sys.argv[1]))
 ray_runtime.init(paths)
 first = ray.get_runtime_context().get_node_id()
+ray_runtime.init(paths)  # again, as fit() inside a Tune trial does: the running runtime is kept
+assert ray.get(ray.remote(lambda: 1).remote()) == 1 and ray.get_runtime_context().get_node_id() == first
 started = time.perf_counter()
 ray_runtime.shutdown(wait=False)
 returned = time.perf_counter() - started

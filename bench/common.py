@@ -120,3 +120,28 @@ def make_workspace(ws: Path) -> Path:
     subprocess.run(git + ["add", "-A"], cwd=ws, check=True)
     subprocess.run(git + ["commit", "-qm", "workspace"], cwd=ws, check=True)
     return ws
+
+
+def run_ganflow(ws: Path, command: str, *args: str) -> float:
+    """`ganflow COMMAND ARGS` on workspace `ws` in a fresh shell's environment (clean_env); ends the
+    benchmark with the output's tail if it fails. Returns the wall time in seconds."""
+    import subprocess
+
+    started = time.time()
+    proc = subprocess.run([str(Path(sys.executable).parent / "ganflow"), command, "--workspace", str(ws), *args],
+                          cwd=ws, env=clean_env(ws / ".ganflow"), capture_output=True, text=True)
+    if proc.returncode:
+        sys.exit(f"ganflow {command} {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return time.time() - started
+
+
+def last_pipeline(ws: Path) -> tuple[dict, list[dict]]:
+    """The last `ganflow pipeline` of `ws`: its summary, and its run's per-epoch history (from the run's
+    latest checkpoint)."""
+    import json
+
+    import torch
+
+    summary = json.loads((ws / ".ganflow" / "last_pipeline.json").read_text())
+    ckpt = sorted((ws / ".ganflow" / "ray_results" / summary["ray_run"]).glob("epoch_*"))[-1] / "state.pt"
+    return summary, torch.load(ckpt, weights_only=True)["history"]

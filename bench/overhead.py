@@ -17,9 +17,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,10 +27,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     __package__ = "bench"
 
-from bench.common import clean_env, footer, make_workspace, table  # noqa: E402
+from bench.common import footer, last_pipeline, make_workspace, run_ganflow, table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 
 
 def _workspace(parent: Path) -> Path:
@@ -88,30 +85,17 @@ def ray_fit(params, paths, workers: int, cpus: int) -> dict:
             "wall_s": time.time() - started}
 
 
-def pipeline_overhead(ws: Path, env: dict, repeat: int = 1) -> dict:
+def pipeline_overhead(ws: Path, repeat: int = 1) -> dict:
     """The median of `repeat` measured runs (one run's spread on a 2-core box is +-1-2 s)."""
-    tiny = ["--set", "train.epochs=1", "--set", "train.num_workers=1"]
-    _pipeline(ws, env, *tiny)  # warm: data, classifier, DVC cache, Prefect's database
-    runs = sorted((_measured_pipeline(ws, env) for _ in range(repeat)), key=lambda r: r["overhead_s"])
+    # Warm: data, classifier, DVC cache, Prefect's database.
+    run_ganflow(ws, "pipeline", "--set", "train.epochs=1", "--set", "train.num_workers=1")
+    runs = sorted((_measured_pipeline(ws) for _ in range(repeat)), key=lambda r: r["overhead_s"])
     return {**runs[len(runs) // 2], "all_overheads_s": [round(r["overhead_s"], 1) for r in runs]}
 
 
-def _pipeline(ws: Path, env: dict, *extra: str) -> float:
-    started = time.time()
-    proc = subprocess.run([str(BIN / "ganflow"), "pipeline", "--workspace", str(ws), *extra], cwd=ws, env=env,
-                          capture_output=True, text=True)
-    if proc.returncode:
-        sys.exit(f"ganflow pipeline failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return time.time() - started
-
-
-def _measured_pipeline(ws: Path, env: dict) -> dict:
-    wall = _pipeline(ws, env, "--new-run")
-    summary = json.loads((ws / ".ganflow" / "last_pipeline.json").read_text())
-    import torch
-
-    ckpt = sorted((ws / ".ganflow" / "ray_results" / summary["ray_run"]).glob("epoch_*"))[-1] / "state.pt"
-    history = torch.load(ckpt, weights_only=True)["history"]
+def _measured_pipeline(ws: Path) -> dict:
+    wall = run_ganflow(ws, "pipeline", "--new-run")
+    summary, history = last_pipeline(ws)
     train_compute = sum(h["epoch_time_s"] for h in history)
     stages = summary["timings_s"]
     compute = train_compute + stages["evaluate"]
@@ -137,7 +121,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.only_pipeline:
         t0, tmp = time.time(), Path(tempfile.mkdtemp(prefix="ganflow-bench-"))
-        _print_pipeline(pipeline_overhead(_workspace(tmp), clean_env(tmp / "ws" / ".ganflow"), args.repeat))
+        _print_pipeline(pipeline_overhead(_workspace(tmp), args.repeat))
         print("\n" + footer(t0))
         shutil.rmtree(tmp, ignore_errors=True)
         return
@@ -170,7 +154,7 @@ def main() -> None:
     if not args.no_pipeline:
         print("3/3 pipeline overhead (warm caches)", flush=True)
         pws = _workspace(tmp / "pipe")
-        pipe = pipeline_overhead(pws, clean_env(pws / ".ganflow"), args.repeat)
+        pipe = pipeline_overhead(pws, args.repeat)
 
     n = len(__import__("flows.stages", fromlist=["load_split"]).load_split(ws, "train")[0])
     rows = [

@@ -12,7 +12,6 @@ the first trial that reached that score, in the order trials finished; goal <= 4
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,8 +23,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     __package__ = "bench"
 
-from bench.common import clean_env, footer, make_workspace, table  # noqa: E402
-from bench.overhead import BIN  # noqa: E402
+from bench.common import footer, make_workspace, run_ganflow, table  # noqa: E402
 
 SPACES = {
     "small": {"loss": {"grid": ["non-saturating", "hinge"]}, "optim.lr_g": {"grid": [5e-5, 2e-4, 8e-4]}},
@@ -36,16 +34,10 @@ SPACES = {
 
 def search(root: Path, scheduler: str, epochs: int, space: dict, grace: int = 2, factor: int = 2) -> dict:
     ws = make_workspace(root / scheduler)
-    env = clean_env(ws / ".ganflow")
     sets = [f"tune.scheduler={scheduler}", f"tune.space={yaml.safe_dump(space, default_flow_style=True).strip()}", "tune.num_samples=1",
             f"tune.grace_period={grace}", f"tune.reduction_factor={factor}", f"train.epochs={epochs}", "eval.every=1",
             "eval.probe_samples=500", "train.num_workers=1"]
-    started = time.time()
-    proc = subprocess.run([str(BIN / "ganflow"), "tune", "--workspace", str(ws), *[a for s in sets for a in ("--set", s)]],
-                          cwd=ws, env=env, capture_output=True, text=True)
-    wall = time.time() - started
-    if proc.returncode:
-        sys.exit(f"ganflow tune ({scheduler}) failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    wall = run_ganflow(ws, "tune", *[a for s in sets for a in ("--set", s)])
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{ws / '.ganflow' / 'mlflow.db'}")

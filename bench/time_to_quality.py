@@ -23,8 +23,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     __package__ = "bench"
 
-from bench.common import clean_env, footer, table  # noqa: E402
-from bench.overhead import BIN, _workspace  # noqa: E402
+from bench.common import footer, last_pipeline, run_ganflow, table  # noqa: E402
+from bench.overhead import _workspace  # noqa: E402
 
 RECIPES = {
     # bench/mode_collapse.py's best recipe in pipeline terms: NS + R1, fast Adam, big batch, EMA.
@@ -43,23 +43,10 @@ def reached(h: dict, dataset: str) -> bool:
 
 
 def run(dataset: str, root: Path) -> dict:
-    import json
-    import subprocess
-
-    import torch
-
     ws = _workspace(root / dataset)
-    env = clean_env(ws / ".ganflow")
-    sets = [a for s in RECIPES[dataset] for a in ("--set", s)]
     started = time.time()
-    proc = subprocess.run([str(BIN / "ganflow"), "pipeline", "--workspace", str(ws), *sets], cwd=ws, env=env,
-                          capture_output=True, text=True)
-    wall = time.time() - started
-    if proc.returncode:
-        sys.exit(f"{dataset}: ganflow pipeline failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    summary = json.loads((ws / ".ganflow" / "last_pipeline.json").read_text())
-    ckpt = sorted((ws / ".ganflow" / "ray_results" / summary["ray_run"]).glob("epoch_*"))[-1] / "state.pt"
-    history = torch.load(ckpt, weights_only=True)["history"]
+    wall = run_ganflow(ws, "pipeline", *[a for s in RECIPES[dataset] for a in ("--set", s)])
+    summary, history = last_pipeline(ws)
     hit = next((h for h in history if reached(h, dataset)), None)
     probes = [h for h in history if "probe_fd" in h or "probe_modes" in h]
     return {"dataset": dataset, "wall": wall, "stages": summary["timings_s"], "final": summary["metrics"],

@@ -1,13 +1,15 @@
-"""Search efficiency (issue 7, benchmark 5): ASHA vs the full-budget grid on the same space, both
-through `ganflow tune` on digits. Compute = training epochs summed over trials (each trial's epoch
-count is its `score` history in its MLflow child run); also wall time. ASHA's cost to come within 5%
-of the grid's best probe score (Frechet distance, lower is better) is its compute up to and including
-the first trial that reached that score, in the order trials finished; goal <= 40% of the grid's.
+"""Search efficiency (issue 7, benchmark 5): ASHA and synchronous successive halving (SHA) vs the
+full-budget grid on the same space, all through `ganflow tune` on digits. Compute = training epochs summed over trials (each trial's epoch
+count is its `score` history in its MLflow child run); also wall time. A scheduler's cost to come
+within 5% of the grid's best probe score (Frechet distance, lower is better) is its compute up to and
+including the first trial that reached that score, in the order trials finished; goal <= 40% of the
+grid's.
 
     .venv/bin/python -m bench.search_efficiency             # 6-point grid, 16 epochs
     .venv/bin/python -m bench.search_efficiency --epochs 6  # quick
     .venv/bin/python -m bench.search_efficiency --space large  # 18-point grid
     .venv/bin/python -m bench.search_efficiency --space large --grace 1 --reduction-factor 3
+    .venv/bin/python -m bench.search_efficiency --schedulers sha   # grid vs SHA only
 """
 from __future__ import annotations
 
@@ -64,33 +66,35 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=16)
     ap.add_argument("--space", choices=sorted(SPACES), default="small", help="small: 6 points; large: 18")
-    ap.add_argument("--grace", type=int, default=2, help="ASHA grace period, epochs (default 2)")
-    ap.add_argument("--reduction-factor", type=int, default=2, help="ASHA reduction factor (default 2)")
+    ap.add_argument("--grace", type=int, default=2, help="ASHA/SHA grace period, epochs (default 2)")
+    ap.add_argument("--reduction-factor", type=int, default=2, help="ASHA/SHA reduction factor (default 2)")
+    ap.add_argument("--schedulers", default="asha,sha", help="compared with the grid (default asha,sha)")
     args = ap.parse_args()
     t0 = time.time()
     root = Path(tempfile.mkdtemp(prefix="ganflow-search-"))
     space = SPACES[args.space]
-    print(f"space ({args.space}): {space}; ASHA grace {args.grace}, reduction factor {args.reduction_factor}",
-          flush=True)
-    grid = search(root, "fifo", args.epochs, space)
-    asha = search(root, "asha", args.epochs, space, args.grace, args.reduction_factor)
-    best = min(t["best"] for t in grid["trials"])
-    target = 1.05 * best
+    names = [n for n in args.schedulers.split(",") if n]
+    print(f"space ({args.space}): {space}; grace {args.grace}, reduction factor {args.reduction_factor}; "
+          f"grid vs {', '.join(names)}", flush=True)
+    runs = {"grid, full budget (FIFO)": search(root, "fifo", args.epochs, space)}
+    for name in names:
+        runs[name.upper()] = search(root, name, args.epochs, space, args.grace, args.reduction_factor)
+    grid = runs["grid, full budget (FIFO)"]
+    target = 1.05 * min(t["best"] for t in grid["trials"])
     g_total = sum(t["epochs"] for t in grid["trials"])
-    a_total = sum(t["epochs"] for t in asha["trials"])
-    a_reach = compute_to_reach(asha["trials"], target)
     rows = [[name, str(len(r["trials"])), str(sum(t["epochs"] for t in r["trials"])),
-             f"{min(t['best'] for t in r['trials']):.2f}", f"{r['wall']:.0f}"]
-            for name, r in (("grid, full budget (FIFO)", grid), ("ASHA", asha))]
+             f"{min(t['best'] for t in r['trials']):.2f}", f"{r['wall']:.0f}"] for name, r in runs.items()]
     print(table(["search", "trials", "epochs (compute)", "best probe FD", "wall s"], rows))
-    for name, r in (("grid", grid), ("ASHA", asha)):
+    for name, r in runs.items():
         print(f"\n{name} trials (finish order):")
         for t in sorted(r["trials"], key=lambda t: t["end"]):
             print(f"  {t['config']}: {t['epochs']} epochs, best FD {t['best']:.2f}")
-    reach = "never" if a_reach is None else f"{a_reach} epochs = {a_reach / g_total:.0%} of the grid's {g_total}"
-    print(f"\nASHA total compute {a_total} / grid {g_total} = {a_total / g_total:.0%}; "
-          f"to come within 5% of the grid's best ({target:.2f}): {reach} (goal <= 40%); "
-          f"wall {asha['wall'] / grid['wall']:.0%} of the grid's")
+    for name in list(runs)[1:]:
+        r = runs[name]
+        total, reach = sum(t["epochs"] for t in r["trials"]), compute_to_reach(r["trials"], target)
+        said = "never" if reach is None else f"{reach} epochs = {reach / g_total:.0%} of the grid's {g_total}"
+        print(f"\n{name} total compute {total} / grid {g_total} = {total / g_total:.0%}; to come within 5% of "
+              f"the grid's best ({target:.2f}): {said} (goal <= 40%); wall {r['wall'] / grid['wall']:.0%} of the grid's")
     print("\n" + footer(t0))
 
 

@@ -91,16 +91,20 @@ class TuneSection(Strict):
     {uniform|loguniform: [low, high]}."""
 
     num_samples: int = Field(4, ge=1)
-    scheduler: Literal["asha", "fifo", "pbt"] = "asha"
-    grace_period: int = Field(2, ge=1, description="epochs before ASHA may stop a trial")
-    reduction_factor: int = Field(2, ge=2)
+    scheduler: Literal["asha", "sha", "fifo", "pbt"] = Field(
+        "asha", description="asha: asynchronous successive halving; sha: synchronous (every trial reaches a "
+        "rung before any goes on); fifo: every trial to the end; pbt: population based training")
+    grace_period: int = Field(2, ge=1, description="epochs before ASHA/SHA may stop a trial (the first rung)")
+    reduction_factor: int = Field(2, ge=2, description="ASHA/SHA: rungs at grace * factor^k epochs; 1/factor "
+                                  "of the trials go on at each")
     perturbation_interval: int = Field(4, ge=1, description="PBT: epochs between exploit/explore steps")
     pbt_synch: bool = Field(True, description="PBT: every trial waits at each perturbation, so the population "
                             "is compared at the same epoch even when trials queue for CPUs or start late (each "
                             "wait restarts the trial's TorchTrainer); false: asynchronous, no waiting, but a "
                             "trial that runs ahead of or behind the others may never be compared with them")
-    max_concurrent: int | None = Field(None, ge=1, description="default: CPUs // train.num_workers (not "
-                                       "with PBT, whose CPUs alone bound how many trials train at once)")
+    max_concurrent: int | None = Field(None, ge=1, description="trials training at once; default: CPUs // "
+                                       "(train.num_workers * cpus_per_worker) (not with PBT, whose CPUs alone "
+                                       "bound how many trials train at once)")
     space: dict[str, dict[str, list]] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -3,8 +3,9 @@
 Ray Train V2 cannot be a Tune trainable itself (`Tuner(TorchTrainer)` fails), so each trial is a
 small driver function that builds its own TorchTrainer and forwards the workers' reports to Tune
 (with the checkpoints, which PBT copies between trials). Every trial is an MLflow child run of one
-parent run; ASHA stops weak trials early on the per-epoch probe of the primary metric (`score`,
-lower is better); PBT replaces the weakest trials' weights by the best ones' and mutates their values."""
+parent run; ASHA (or synchronous successive halving, flows/halving.py) stops weak trials early on the
+per-epoch probe of the primary metric (`score`, lower is better); PBT replaces the weakest trials'
+weights by the best ones' and mutates their values."""
 from __future__ import annotations
 
 import json
@@ -43,10 +44,14 @@ def _search_space(params: Params) -> dict[str, Any]:
     return {key: kinds[kind](values) for key, spec in params.tune.space.items() for kind, values in spec.items()}
 
 
-def _scheduler(params: Params):
+def _scheduler(params: Params, population: int, at_once: int):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
 
     s = params.tune
+    if s.scheduler == "sha":
+        from flows.halving import SyncHalving
+
+        return SyncHalving(_stops(params), s.reduction_factor, population, at_once)
     if s.scheduler == "asha":
         return ASHAScheduler(time_attr="training_iteration", max_t=params.train.epochs,
                              grace_period=s.grace_period, reduction_factor=s.reduction_factor)
@@ -61,6 +66,20 @@ def _scheduler(params: Params):
                                        hyperparam_mutations=mutations, quantile_fraction=0.25,
                                        resample_probability=0.25, synch=s.pbt_synch)
     return FIFOScheduler()
+
+
+def _stops(params: Params) -> list[int]:
+    """The epoch counts at which the scheduler compares trials and may pause them: a trial trains in
+    segments that end there. PBT's clock is the 0-based `epoch` of the reports, perturbing at multiples
+    of the interval; successive halving compares at its rungs. Other schedulers: train straight through."""
+    s, epochs = params.tune, params.train.epochs
+    if s.scheduler == "pbt":
+        return list(range(s.perturbation_interval + 1, epochs, s.perturbation_interval))
+    if s.scheduler == "sha":
+        from flows.halving import rungs
+
+        return rungs(s.grace_period, s.reduction_factor, epochs)
+    return []
 
 
 def trial_params(base_raw: dict, config: dict[str, Any]) -> Params:
@@ -95,9 +114,10 @@ def _callback(queue, with_checkpoint: bool):
 
 
 def _run_trial(config: dict[str, Any], base_raw: dict, paths: RunPaths, data_version: str, parent: str,
-               pbt: bool = False, perturbation_interval: int = 0) -> None:
-    """One Tune trial: params with the sampled values, an MLflow child run, a TorchTrainer. Under PBT
-    a trial may start again from another trial's checkpoint with mutated values (tune.get_checkpoint)."""
+               stops: tuple[int, ...] = ()) -> None:
+    """One Tune trial: params with the sampled values, an MLflow child run, a TorchTrainer. A paused
+    trial starts again from its checkpoint; under PBT possibly another trial's, with mutated values
+    (tune.get_checkpoint)."""
     from ray import tune
 
     p = trial_params(base_raw, config)
@@ -115,29 +135,25 @@ def _run_trial(config: dict[str, Any], base_raw: dict, paths: RunPaths, data_ver
               f"(trial {donor}) with {config}" if donor else f"resuming its own checkpoint at epoch {start_epoch}"))
         identity.mlflow_run_id = registry.find_trial_run(parent, trial_id)  # one MLflow run per trial
     registry.start_run(p, paths, identity, data_version, parent_run_id=parent, extra_tags={"ganflow.trial_id": trial_id})
-    while start_epoch < epochs:  # a PBT trial paused at the very last epoch has nothing left to do
+    while start_epoch < epochs:  # a trial paused at the very last epoch has nothing left to do
         if start_epoch:
             # A Ray Train run of its own (a reused name would resume that run's stale checkpoint instead).
             identity.name = f"{base_name}-e{start_epoch}"
         # The values this trial trains with from here on (PBT changes them): tags, and metrics over epochs.
         registry.record_trial_config(identity, config, start_epoch, donor)
         donor = None
-        # PBT acts on the report at a perturbation epoch: train in segments that end there, and send
-        # that report only once the segment's TorchTrainer has shut down, so that PBT pausing this
-        # trial never kills a live TorchTrainer (a killed one can leave its CPUs reserved for good).
-        stop = _segment_end(start_epoch, perturbation_interval, epochs) if pbt else epochs
-        init_state = _fit_segment(p, paths, identity, init_state, stop, pbt)
+        # PBT and successive halving act on the report at a stop: train in segments that end there, and
+        # send that report only once the segment's TorchTrainer has shut down, so that pausing or
+        # stopping this trial never kills a live TorchTrainer (a killed one can leave its CPUs reserved
+        # for good).
+        stop = min([e for e in stops if e > start_epoch] + [epochs])
+        init_state = _fit_segment(p, paths, identity, init_state, stop, bool(stops))
         start_epoch = stop
     registry.finish_run(identity.mlflow_run_id)
 
 
-def _segment_end(start_epoch: int, interval: int, epochs: int) -> int:
-    """The epoch count after which PBT next compares trials: its clock is the 0-based `epoch` of the
-    reports, and it perturbs at multiples of the interval."""
-    return min(epochs, max(interval, math.ceil(start_epoch / interval) * interval) + 1)
-
-
-def _fit_segment(p: Params, paths: RunPaths, identity, init_state: dict | None, stop: int, pbt: bool) -> dict:
+def _fit_segment(p: Params, paths: RunPaths, identity, init_state: dict | None, stop: int,
+                 with_checkpoint: bool) -> dict:
     """fit() to `stop` epochs beside this thread, which alone may call tune.report (Tune's session is
     this thread's); the last report waits until fit() has returned. Returns the final training state."""
     from ray import tune
@@ -148,7 +164,7 @@ def _fit_segment(p: Params, paths: RunPaths, identity, init_state: dict | None, 
 
     def work() -> None:
         try:
-            box["outcome"] = fit(p, paths, identity, callbacks=[_callback(queue, pbt)], init_state=init_state,
+            box["outcome"] = fit(p, paths, identity, callbacks=[_callback(queue, with_checkpoint)], init_state=init_state,
                                  stop_epoch=stop)
         except BaseException as exc:  # noqa: BLE001 - handed to the trial's thread below
             box["error"] = exc
@@ -188,12 +204,13 @@ def _donor_state(checkpoint, trial_id: str) -> tuple[dict | None, str | None]:
 
 
 def _settle_trial(r, parent: str, epochs: int, pbt: bool) -> dict:
-    """One row of the search summary; also ends the trial's MLflow run, which a trial stopped by
-    ASHA (its actor killed mid-fit) or a crashed one could not end itself."""
+    """One row of the search summary; also ends the trial's MLflow run, which a trial stopped by the
+    scheduler (its actor killed mid-fit, or while paused) or a crashed one could not end itself."""
     last = r.metrics or {}
     scores = r.metrics_dataframe["score"] if r.metrics_dataframe is not None and "score" in r.metrics_dataframe else []
     finite = [float(x) for x in scores if math.isfinite(x)]
-    iters = int(last.get("training_iteration", 0))
+    # Epochs trained (not reports: a PBT trial that took over a donor's weights is at the donor's epoch).
+    iters = int(last["epoch"]) + 1 if "epoch" in last else int(last.get("training_iteration", 0))
     if r.error:
         status, reason = "error", str(r.error).strip().splitlines()[-1][:300]
     elif last.get("nonfinite") or not math.isfinite(last.get("score", math.nan)):
@@ -227,21 +244,24 @@ def run_search(params: Params, paths: RunPaths, data_version: str) -> TuneOutcom
     s = params.tune
     pbt = s.scheduler == "pbt"
     fits = max(1, int(cpus // per_trial))
-    # Tune's max_concurrent_trials holds back trial *creation*: PBT needs its whole population to exist
-    # (paused trials make room), so there the TorchTrainers' CPU requests alone bound who trains.
-    concurrent = None if pbt else s.max_concurrent or fits
+    # Tune's max_concurrent_trials holds back trial *creation*: PBT and successive halving pause trials
+    # and need the whole population to exist (paused trials make room). Under PBT the TorchTrainers'
+    # CPU requests alone bound who trains; successive halving picks who trains itself.
+    at_once = s.max_concurrent or fits
+    concurrent = None if s.scheduler in ("pbt", "sha") else at_once
     population = s.num_samples * math.prod(len(v["grid"]) for v in s.space.values() if "grid" in v)
     parent = registry.start_parent_run(params, paths, data_version, s.model_dump(mode="json"))
     trainable = tune.with_parameters(_run_trial, base_raw=base_raw, paths=paths, data_version=data_version,
-                                     parent=parent, pbt=pbt, perturbation_interval=s.perturbation_interval)
+                                     parent=parent, stops=tuple(_stops(params)))
     # The trial's driver only waits on its TorchTrainer, whose workers hold the CPUs.
     trainable = tune.with_resources(trainable, {"CPU": 0, "memory": 1})  # Ray refuses an empty request
-    print(f"Tune: {population} trials over {list(s.space)}, {s.scheduler}, {concurrent or fits} training at a time")
+    stops = f" (trials compared at epochs {_stops(params)})" if s.scheduler == "sha" else ""
+    print(f"Tune: {population} trials over {list(s.space)}, {s.scheduler}{stops}, {concurrent or fits} training at a time")
     started = time.perf_counter()
     tuner = tune.Tuner(
         trainable,
         param_space=_search_space(params),
-        tune_config=tune.TuneConfig(metric="score", mode="min", scheduler=_scheduler(params),
+        tune_config=tune.TuneConfig(metric="score", mode="min", scheduler=_scheduler(params, population, at_once),
                                     num_samples=s.num_samples, max_concurrent_trials=concurrent),
         run_config=tune.RunConfig(name=f"tune-{parent[:8]}", storage_path=str(paths.ray_results / "tune"),
                                   verbose=1),

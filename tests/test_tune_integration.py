@@ -93,3 +93,42 @@ def test_pbt_moves_the_best_weights_into_the_weaker_trial_with_mutated_values(wo
     epochs = [m.step for m in client.get_metric_history(run.info.run_id, "loss_d")]
     assert max(epochs) == 5 and epochs.count(epoch) >= 1
     assert all(c.info.status == "FINISHED" for c in children)
+
+
+def test_synchronous_halving_compares_every_trial_at_each_rung_before_any_goes_on(workspace):
+    """Four trials, two whose G cannot learn (lr_g 1e-9, 1e-8), rungs at epochs 1 and 2 of 3, two
+    trials training at a time. Every trial must reach a rung before any trains past it; the best half
+    goes on. ASHA (asynchronous) lets the first trials through unchallenged, which this would catch:
+    their epoch counts would not be 1, 1, 2, 3."""
+    proc = ganflow(workspace, "tune", "--set", "train.epochs=3", "--set", "train.num_workers=1",
+                   "--set", "eval.num_samples=500", "--set", "eval.probe_samples=500",
+                   "--set", "tune.scheduler=sha", "--set", "tune.grace_period=1", "--set", "tune.reduction_factor=2",
+                   "--set", "tune.space={optim.lr_g: {grid: [1.0e-9, 0.0005, 1.0e-8, 0.0002]}}",
+                   "--set", "tune.num_samples=1")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "successive halving at epoch 1: 2 of 4 trials go on to 2" in proc.stdout, proc.stdout[-3000:]
+    assert "successive halving at epoch 2: 1 of 2 trials go on to the end" in proc.stdout
+    assert "Registered ganflow-digits version 1" in proc.stdout
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(f"sqlite:///{workspace / '.ganflow' / 'mlflow.db'}")
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("ganflow-digits").experiment_id
+    parent = client.search_runs([exp], "tags.`ganflow.kind` = 'search'")[0]
+    trials = json.loads(open(mlflow.artifacts.download_artifacts(
+        run_id=parent.info.run_id, artifact_path="trials.json")).read())
+    epochs = {t["config"]["optim.lr_g"]: t["epochs"] for t in trials}
+    assert epochs[1e-9] == epochs[1e-8] == 1, trials  # the two that cannot learn stop at the first rung
+    assert sorted([epochs[0.0005], epochs[0.0002]]) == [2, 3], trials
+    assert all(t["status"] == "ok" for t in trials)
+    # Synchronous: no epoch-2 probe before the last epoch-1 probe (score is logged at 0-based steps).
+    children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+    history = [m for c in children for m in client.get_metric_history(c.info.run_id, "score")]
+    first = max(m.timestamp for m in history if m.step == 0)
+    assert all(m.timestamp > first for m in history if m.step >= 1), history
+    stopped = [c for c in children if "ganflow.stopped" in c.data.tags]
+    assert len(stopped) == 3

@@ -63,3 +63,29 @@ def test_prepare_rejects_a_missing_source_cleanly(workspace):
     proc = ganflow(workspace, "prepare", "--source", str(workspace / "nope"))
     assert proc.returncode == 2
     assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_generator_that_replays_real_images_scores_a_frechet_ratio_near_one_at_any_sample_size(workspace):
+    """fd_ratio compares equal sample sizes: FD is biased upwards by small samples, and a ratio of a
+    500-sample FD over the 1,438-image baseline would call a perfect generator ~2x worse than real."""
+    import torch
+
+    from flows.evaluate import Evaluator
+    from flows.stages import load_split
+
+    assert ganflow(workspace, "prepare").returncode == 0
+    real, _ = load_split(workspace, "train")
+
+    class Replay(torch.nn.Module):  # "generates" distinct random training images (an iid sample) first
+        def sample_z(self, n, generator):
+            order = torch.randperm(len(real), generator=generator)
+            return torch.cat([order, torch.randint(len(real), (max(0, n - len(real)),), generator=generator)])[:n]
+
+        def forward(self, idx):
+            return real[idx]
+
+    evaluator = Evaluator(workspace)
+    for n in (500, 1000, 2500):
+        metrics, _ = evaluator.score(Replay(), n, seed=0, full=False)
+        assert metrics["fd_ratio_samples"] == min(n, len(real))
+        assert 0.5 < metrics["fd_ratio"] < 1.5, (n, metrics)

@@ -36,7 +36,7 @@ class RunIdentity:
     # running (or killed: nothing updates it then) | finished | diverged | failed | abandoned
     status: str = "running"
     params: dict = field(default_factory=dict)  # the training key, to name what changed
-    trial: bool = False  # a Tune trial: ASHA kills these mid-run by design, they are not "interrupted"
+    trial: bool = False  # a Tune trial: schedulers stop these early by design, they are not "interrupted"
 
     @property
     def key(self) -> dict:

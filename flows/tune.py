@@ -69,13 +69,13 @@ def _scheduler(params: Params, population: int, at_once: int):
 
 
 def _stops(params: Params) -> list[int]:
-    """The epoch counts at which the scheduler compares trials and may pause them: a trial trains in
-    segments that end there. PBT's clock is the 0-based `epoch` of the reports, perturbing at multiples
-    of the interval; successive halving compares at its rungs. Other schedulers: train straight through."""
+    """The epoch counts at which the scheduler compares trials and may pause or stop them: a trial
+    trains in segments that end there. PBT's clock is the 0-based `epoch` of the reports, perturbing
+    at multiples of the interval; ASHA and SHA compare at their rungs. FIFO: straight through."""
     s, epochs = params.tune, params.train.epochs
     if s.scheduler == "pbt":
         return list(range(s.perturbation_interval + 1, epochs, s.perturbation_interval))
-    if s.scheduler == "sha":
+    if s.scheduler in ("asha", "sha"):
         from flows.halving import rungs
 
         return rungs(s.grace_period, s.reduction_factor, epochs)
@@ -142,10 +142,10 @@ def _run_trial(config: dict[str, Any], base_raw: dict, paths: RunPaths, data_ver
         # The values this trial trains with from here on (PBT changes them): tags, and metrics over epochs.
         registry.record_trial_config(identity, config, start_epoch, donor)
         donor = None
-        # PBT and successive halving act on the report at a stop: train in segments that end there, and
-        # send that report only once the segment's TorchTrainer has shut down, so that pausing or
-        # stopping this trial never kills a live TorchTrainer (a killed one can leave its CPUs reserved
-        # for good).
+        # PBT, ASHA and SHA act on the report at a stop: train in segments that end there, and send that
+        # report only once the segment's TorchTrainer has shut down, so that pausing or stopping this
+        # trial never kills a live TorchTrainer (a killed one can leave its placement group, and so its
+        # CPUs, reserved for good: seen under PBT and under ASHA, the search then waits forever).
         stop = min([e for e in stops if e > start_epoch] + [epochs])
         init_state = _fit_segment(p, paths, identity, init_state, stop, bool(stops))
         start_epoch = stop
@@ -205,7 +205,7 @@ def _donor_state(checkpoint, trial_id: str) -> tuple[dict | None, str | None]:
 
 def _settle_trial(r, parent: str, epochs: int, pbt: bool) -> dict:
     """One row of the search summary; also ends the trial's MLflow run, which a trial stopped by the
-    scheduler (its actor killed mid-fit, or while paused) or a crashed one could not end itself."""
+    scheduler (its driver stopped at a rung) or a crashed one could not end itself."""
     last = r.metrics or {}
     scores = r.metrics_dataframe["score"] if r.metrics_dataframe is not None and "score" in r.metrics_dataframe else []
     finite = [float(x) for x in scores if math.isfinite(x)]

@@ -33,8 +33,9 @@ def pipeline(workspace: Path = Workspace, set_: Optional[List[str]] = Sets,
 
 @app.command()
 def tune(workspace: Path = Workspace, set_: Optional[List[str]] = Sets):
-    """Search hyper-parameters (params.yaml tune.space) with Ray Tune + ASHA, then evaluate the best
-    trial on the holdout and register it: prepare -> tune -> evaluate -> register -> promote."""
+    """Search hyper-parameters (params.yaml tune.space) with Ray Tune + successive halving (tune.scheduler),
+    then evaluate the best trial on the holdout and register it: prepare -> tune -> evaluate -> register ->
+    promote."""
     _run_pipeline(workspace, set_, search=True)
 
 

@@ -5,7 +5,7 @@ density/coverage) and labels (class coverage, class-histogram KL). 2-D points: m
 high-quality share and reverse KL against the known mixture (PacGAN's protocol).
 
 An Evaluator holds everything it needs in memory, so Ray can ship it to a training worker for
-per-epoch scores (what ASHA and the progress curves use)."""
+per-epoch scores (what the Tune schedulers and the progress curves use)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -92,7 +92,7 @@ class TuneSection(Strict):
 
     num_samples: int = Field(4, ge=1)
     scheduler: Literal["asha", "sha", "fifo", "pbt"] = Field(
-        "asha", description="asha: asynchronous successive halving; sha: synchronous (every trial reaches a "
+        "sha", description="asha: asynchronous successive halving; sha: synchronous (every trial reaches a "
         "rung before any goes on); fifo: every trial to the end; pbt: population based training")
     grace_period: int = Field(2, ge=1, description="epochs before ASHA/SHA may stop a trial (the first rung)")
     reduction_factor: int = Field(2, ge=2, description="ASHA/SHA: rungs at grace * factor^k epochs; 1/factor "
@@ -122,7 +122,7 @@ class TuneSection(Strict):
             if fixed:
                 raise ValueError(f"PBT changes values inside running trials, and {', '.join(fixed)} cannot "
                                  f"change there (weights or optimiser state would not fit); PBT can search "
-                                 f"{', '.join(PBT_MUTABLE)}. Use scheduler asha for the others.")
+                                 f"{', '.join(PBT_MUTABLE)}. Use scheduler sha or asha for the others.")
             if self.max_concurrent is not None:
                 # Tune's limit holds back the creation of trials, so PBT would never see the later ones.
                 raise ValueError("tune.max_concurrent cannot be used with PBT: it limits how many trials exist "

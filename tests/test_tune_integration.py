@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 def test_tune_records_every_trial_and_registers_the_best(workspace):
     proc = ganflow(workspace, "tune", "--set", "data.name=ring8", "--set", "data.points=2000",
                    "--set", "train.epochs=3", "--set", "train.num_workers=1", "--set", "eval.num_samples=500",
-                   "--set", "tune.grace_period=1",
+                   "--set", "tune.grace_period=1", "--set", "tune.scheduler=asha",
                    # A grid of 3: two sane learning rates and one that diverges (a failed trial).
                    "--set", "tune.space={optim.lr_d: {grid: [0.0002, 0.001, 1.0e+30]}}",
                    "--set", "tune.num_samples=1")

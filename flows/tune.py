@@ -3,9 +3,9 @@
 Ray Train V2 cannot be a Tune trainable itself (`Tuner(TorchTrainer)` fails), so each trial is a
 small driver function that builds its own TorchTrainer and forwards the workers' reports to Tune
 (with the checkpoints, which PBT copies between trials). Every trial is an MLflow child run of one
-parent run; ASHA (or synchronous successive halving, flows/halving.py) stops weak trials early on the
-per-epoch probe of the primary metric (`score`, lower is better); PBT replaces the weakest trials'
-weights by the best ones' and mutates their values."""
+parent run; successive halving (synchronous by default, flows/halving.py, or Ray's ASHA) stops weak
+trials early on the per-epoch probe of the primary metric (`score`, lower is better); PBT replaces the
+weakest trials' weights by the best ones' and mutates their values."""
 from __future__ import annotations
 
 import json
@@ -164,8 +164,8 @@ def _fit_segment(p: Params, paths: RunPaths, identity, init_state: dict | None, 
 
     def work() -> None:
         try:
-            box["outcome"] = fit(p, paths, identity, callbacks=[_callback(queue, with_checkpoint)], init_state=init_state,
-                                 stop_epoch=stop)
+            box["outcome"] = fit(p, paths, identity, callbacks=[_callback(queue, with_checkpoint)],
+                                 init_state=init_state, stop_epoch=stop)
         except BaseException as exc:  # noqa: BLE001 - handed to the trial's thread below
             box["error"] = exc
         finally:

@@ -1,6 +1,7 @@
 """Search efficiency (issue 7, benchmark 5): ASHA and synchronous successive halving (SHA) vs the
-full-budget grid on the same space, all through `ganflow tune` on digits. Compute = training epochs summed over trials (each trial's epoch
-count is its `score` history in its MLflow child run); also wall time. A scheduler's cost to come
+full-budget grid on the same space, all through `ganflow tune` on digits. Compute = training epochs
+summed over trials (each trial's epoch count is its `score` history in its MLflow child run); also
+wall time. A scheduler's cost to come
 within 5% of the grid's best probe score (Frechet distance, lower is better) is its compute up to and
 including the first trial that reached that score, in the order trials finished; goal <= 40% of the
 grid's.

@@ -109,8 +109,9 @@ def headline(metrics: dict[str, float]) -> str:
     extra = (f", KID {metrics['kid']:.4f}, precision {metrics['precision']:.2f}, recall {metrics['recall']:.2f}"
              if "kid" in metrics else "")
     return (f"Frechet distance {metrics['fd']:.3f} (ratio to real-vs-real {metrics['fd_ratio']:.2f}, both "
-            f"at {metrics['fd_ratio_samples']:.0f} samples: baseline {metrics['fd_real_baseline']:.3f}){extra}; classes covered {metrics['class_coverage']:.0f}/"
-            f"{metrics['num_classes']:.0f}, class-histogram KL {metrics['class_kl']:.3f}")
+            f"at {metrics['fd_ratio_samples']:.0f} samples: baseline {metrics['fd_real_baseline']:.3f}){extra}; "
+            f"classes covered {metrics['class_coverage']:.0f}/{metrics['num_classes']:.0f}, "
+            f"class-histogram KL {metrics['class_kl']:.3f}")
 
 
 def evaluate(G: nn.Module, params, workspace: Path) -> tuple[dict[str, float], torch.Tensor]:

@@ -44,14 +44,14 @@ def _search_space(params: Params) -> dict[str, Any]:
     return {key: kinds[kind](values) for key, spec in params.tune.space.items() for kind, values in spec.items()}
 
 
-def _scheduler(params: Params, population: int, at_once: int):
+def _scheduler(params: Params, stops: list[int], population: int, at_once: int):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
 
     s = params.tune
     if s.scheduler == "sha":
         from flows.halving import SyncHalving
 
-        return SyncHalving(_stops(params), s.reduction_factor, population, at_once)
+        return SyncHalving(stops, s.reduction_factor, population, at_once)
     if s.scheduler == "asha":
         return ASHAScheduler(time_attr="training_iteration", max_t=params.train.epochs,
                              grace_period=s.grace_period, reduction_factor=s.reduction_factor)
@@ -251,17 +251,18 @@ def run_search(params: Params, paths: RunPaths, data_version: str) -> TuneOutcom
     concurrent = None if s.scheduler in ("pbt", "sha") else at_once
     population = s.num_samples * math.prod(len(v["grid"]) for v in s.space.values() if "grid" in v)
     parent = registry.start_parent_run(params, paths, data_version, s.model_dump(mode="json"))
+    stops = _stops(params)
     trainable = tune.with_parameters(_run_trial, base_raw=base_raw, paths=paths, data_version=data_version,
-                                     parent=parent, stops=tuple(_stops(params)))
+                                     parent=parent, stops=tuple(stops))
     # The trial's driver only waits on its TorchTrainer, whose workers hold the CPUs.
     trainable = tune.with_resources(trainable, {"CPU": 0, "memory": 1})  # Ray refuses an empty request
-    stops = f" (trials compared at epochs {_stops(params)})" if s.scheduler == "sha" else ""
-    print(f"Tune: {population} trials over {list(s.space)}, {s.scheduler}{stops}, {concurrent or fits} training at a time")
+    rungs = f" (trials compared at epochs {stops})" if s.scheduler == "sha" else ""
+    print(f"Tune: {population} trials over {list(s.space)}, {s.scheduler}{rungs}, {at_once} training at a time")
     started = time.perf_counter()
     tuner = tune.Tuner(
         trainable,
         param_space=_search_space(params),
-        tune_config=tune.TuneConfig(metric="score", mode="min", scheduler=_scheduler(params, population, at_once),
+        tune_config=tune.TuneConfig(metric="score", mode="min", scheduler=_scheduler(params, stops, population, at_once),
                                     num_samples=s.num_samples, max_concurrent_trials=concurrent),
         run_config=tune.RunConfig(name=f"tune-{parent[:8]}", storage_path=str(paths.ray_results / "tune"),
                                   verbose=1),

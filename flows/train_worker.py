@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, TensorDataset
 
+from gan_core.augment import AugmentConfig, adjust_p, mirror, resumed_p
 from gan_core.checkpoint import restore, training_state
 from gan_core.config import LossConfig, ModelConfig
 from gan_core.ema import EMA
@@ -80,11 +81,17 @@ def train_loop(config: dict) -> dict:
     model_cfg = ModelConfig.model_validate(config["model"])
     loss = GanLoss(LossConfig.model_validate(config["loss"]))
     t = config["train"]
+    aug = AugmentConfig.model_validate(config.get("augment") or {})
 
     x = torch.from_numpy(np.array(ray.get(config["data_ref"])))  # copy: object-store arrays are read-only
     tensors = [x]
     if config["labels_ref"] is not None:
         tensors.append(torch.from_numpy(np.array(ray.get(config["labels_ref"]))))
+    if x.dim() != 4 and (aug.policy != "off" or config.get("mirror", False)):
+        raise ValueError(f"augment/mirror need image data; this data has shape {tuple(x.shape[1:])}")
+    if config.get("mirror", False):
+        tensors = mirror(*tensors)  # stylegan2-ada's --mirror: the set doubled with its x-flips
+        x = tensors[0]
     data_shape = tuple(x.shape[1:])
     optim = ResolvedOptim(**{**config["optim"], "betas": tuple(config["optim"]["betas"])})
     torch.manual_seed(t["seed"])  # identical initial weights on every rank (DDP also broadcasts)
@@ -106,9 +113,13 @@ def train_loop(config: dict) -> dict:
             print(f"[ganflow] continuing from the training state handed over at epoch {start_epoch}/{t['epochs']} "
                   f"with {describe(optim)}")
 
+    p = resumed_p(aug, history)  # the adaptive p lives in the checkpointed history (`augment_p`)
+
     # No per-forward broadcast of BatchNorm statistics: each rank keeps its own running stats (rank
-    # 0's are the ones saved and evaluated), saving a collective per forward.
-    ddp = {"broadcast_buffers": False}
+    # 0's are the ones saved and evaluated), saving a collective per forward. (torch 2.13 deprecated
+    # the older `broadcast_buffers` name with a FutureWarning; unlike it, this one still syncs the
+    # buffers once at init, which is harmless: every rank builds or restores the same ones.)
+    ddp = {"forward_sync_buffers": False}
     G = ray.train.torch.prepare_model(G, parallel_strategy_kwargs=ddp)
     D = ray.train.torch.prepare_model(D, parallel_strategy_kwargs=ddp)
     if ema is not None:
@@ -136,8 +147,13 @@ def train_loop(config: dict) -> dict:
         gen = torch.Generator(device="cpu").manual_seed(t["seed"] * 1_000_003 + epoch * 1009 + rank)
         torch.manual_seed(t["seed"] * 1_000_003 + epoch * 1009 + rank)
         metrics = train_epoch(G, D, loader, opt_g, opt_d, loss, n_critic=optim.n_critic, gen=gen,
-                              conditional=model_cfg.conditional, ema=ema)
+                              conditional=model_cfg.conditional, ema=ema, augment=aug.pipeline(p))
         metrics = _mean_across_ranks(metrics, device)
+        if aug.policy == "adaptive" and metrics.get("nonfinite", 0.0) == 0.0:
+            # From rank-averaged values only, so every rank steps p identically (no extra collective).
+            p = adjust_p(p, metrics["d_sign_real"], metrics["steps_d"] * per_worker * world, aug)
+        if aug.policy != "off":
+            metrics["augment_p"] = p  # after this epoch's step: the p the next epoch (or a resume) uses
         metrics["lr_g"], metrics["lr_d"] = opt_g.param_groups[0]["lr"], opt_d.param_groups[0]["lr"]
         metrics["epoch_time_s"] = time.perf_counter() - started
         metrics["epoch_end_unix"] = time.time()  # wall clock incl. reports/checkpoints (bench/overhead.py)

@@ -9,6 +9,10 @@ module, outside DDP's bookkeeping.
 
 Conditioning: a step is class-conditional exactly when it is given labels; models are then
 called as G(z, y=...) / D(x, y=...). Unconditional calls pass no `y` at all.
+
+Augmentation (gan_core.augment): given an `augment`, D never sees a raw image: real and fake rows
+are augmented (with the step's `gen`) before the one D forward, and G's fakes before G's D call,
+differentiably, so G learns through the ops. None is exactly the unaugmented step.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.optim import Adam, Optimizer, RMSprop
 
+from gan_core.augment import Augment, overfit_signal
 from gan_core.ema import EMA
 from gan_core.losses import GanLoss
 from gan_core.recipes import ResolvedOptim
@@ -57,8 +62,10 @@ def d_step(
     loss: GanLoss,
     gen: torch.Generator | None = None,
     labels: Tensor | None = None,
+    augment: Augment | None = None,
 ) -> dict[str, float]:
-    """One D update. `labels` are the classes of `real`; given them, fakes get uniform labels."""
+    """One D update. `labels` are the classes of `real`; given them, fakes get uniform labels.
+    With `augment`, also returns `d_sign_real`, the overfitting signal the adaptive p follows."""
     n = real.shape[0]
     g = unwrap(G)
     with torch.no_grad():  # G is not being trained here; no graph, no DDP hooks on G
@@ -67,12 +74,21 @@ def d_step(
         if labels is not None and fake_labels is None:  # models.py's unconditional G returns None
             raise ValueError("labels were given but G is not class-conditional")
         fake = _call(g, z, fake_labels)
+    if augment is not None:
+        # One call: every real and fake row gets its own draws. Nothing here needs a graph back to
+        # the images (G is not trained, R1's leaf is made below), so the ops run without one.
+        with torch.no_grad():
+            seen = augment(torch.cat([real, fake]), gen)
+        real, fake = seen[:n], seen[n:]
 
-    # R1 needs d score / d real, so the real rows enter as a leaf that requires grad.
+    # R1 needs d score / d real, so the real rows enter as a leaf that requires grad. Augmented:
+    # the gradient is w.r.t. D's input, the augmented reals (R1 smooths D where it is trained, and
+    # its strength does not drift with p as it would through cutout's zeroed pixels); ADA's code
+    # differentiates through the ops to the raw reals instead.
     real_in = real.detach().requires_grad_(True) if loss.uses_r1 else real
     parts, label_parts = [real_in, fake], [labels, fake_labels]
     x_hat: Tensor | None = None
-    if loss.uses_gp:
+    if loss.uses_gp:  # between the (augmented) rows D actually scores
         x_hat = interpolate(real, fake, gen).requires_grad_(True)
         parts.append(x_hat)
         label_parts.append(labels)  # interpolates are scored under the real rows' classes
@@ -112,7 +128,7 @@ def d_step(
         rs, fs = real_s.detach(), fake_s.detach()
         both = torch.cat([rs, fs])
         saturated = 0.0 if loss.is_critic else float((both.abs() > SATURATION_LOGIT).float().mean())
-        return {
+        out = {
             "loss_d": float(total.detach()),
             "d_acc_real": float((rs > 0).float().mean()),
             "d_acc_fake": float((fs < 0).float().mean()),
@@ -124,6 +140,9 @@ def d_step(
             "r1": float(r1.detach()),
             "d_saturated": saturated,
         }
+        if augment is not None:
+            out["d_sign_real"] = float(overfit_signal(rs, fs, loss.is_critic))
+        return out
 
 
 def g_step(
@@ -135,8 +154,10 @@ def g_step(
     device: torch.device | str,
     gen: torch.Generator | None = None,
     labels: Tensor | None = None,
+    augment: Augment | None = None,
 ) -> dict[str, float]:
-    """One G update. `labels` are the classes to generate (conditional runs); None = unconditional."""
+    """One G update. `labels` are the classes to generate (conditional runs); None = unconditional.
+    With `augment`, D scores augmented fakes and G's gradient flows back through the ops."""
     d = unwrap(D)
     # Freeze D so G's backward neither computes nor accumulates D grads, and score through the
     # unwrapped D so DDP(D) arms no reduction that would never complete.
@@ -145,6 +166,8 @@ def g_step(
     try:
         z = unwrap(G).sample_z(batch_size, device=device, generator=gen)
         fake = _call(G, z, labels)  # the one DDP forward of G
+        if augment is not None:
+            fake = augment(fake, gen)
         loss_g = loss.g_loss(_call(d, fake, labels))
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
@@ -184,10 +207,12 @@ def train_epoch(
     gen: torch.Generator | None = None,
     conditional: bool = False,
     ema: EMA | None = None,
+    augment: Augment | None = None,
 ) -> dict[str, float]:
     """One pass over `batches` (x or (x, y)): a D step per batch, a G step (then an EMA update)
     after every `n_critic` D steps. Returns each metric's mean over the steps that produced it,
-    step counts, and `nonfinite` (1.0 if a loss went NaN/Inf, which ends the epoch right there)."""
+    step counts, and `nonfinite` (1.0 if a loss went NaN/Inf, which ends the epoch right there).
+    `augment` (fixed for the epoch) goes to every D and G step; see gan_core.augment."""
     if n_critic < 1:
         raise ValueError(f"n_critic must be >= 1, got {n_critic}")
     G.train()
@@ -209,14 +234,14 @@ def train_epoch(
             raise ValueError("conditional training needs (x, y) batches")
         real = real.to(device, non_blocking=True)
         labels = y.to(device, non_blocking=True) if conditional and y is not None else None
-        m = d_step(G, D, real, opt_d, loss, gen, labels=labels)
+        m = d_step(G, D, real, opt_d, loss, gen, labels=labels, augment=augment)
         add(m)
         steps_d += 1
         worst = m["loss_d"]
         if steps_d % n_critic == 0:
             n = real.shape[0]
             fake_labels = unwrap(G).sample_labels(n, device=device, generator=gen) if conditional else None
-            m = g_step(G, D, n, opt_g, loss, device, gen, labels=fake_labels)
+            m = g_step(G, D, n, opt_g, loss, device, gen, labels=fake_labels, augment=augment)
             add(m)
             steps_g += 1
             worst = worst + m["loss_g"]  # NaN/Inf if either is

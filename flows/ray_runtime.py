@@ -13,6 +13,14 @@ _FORWARD = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_USERN
             "MLFLOW_TRACKING_TOKEN", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",
             "RAY_TRAIN_ENABLE_PRINT_PATCH", "RAY_USAGE_STATS_ENABLED", "GANFLOW_HOME")
 
+# Set for every Ray worker unless the caller's environment sets them (then theirs is forwarded).
+# Ray Train's preemption watcher is an actor with max_restarts=-1 whose constructor takes the
+# training workers' actor handles; Ray core logs an "E ... core_worker.cc" line for any restartable
+# actor with object references (actor handles too) in its arguments: a false alarm on every fit().
+# The watcher only gives early notice of a node drain (spot preemption), which ganflow does not use:
+# a worker lost with its node is still detected and restarted from the last checkpoint.
+_DEFAULTS = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+
 
 _stopping: threading.Thread | None = None  # a shutdown(wait=False) still running
 
@@ -23,7 +31,8 @@ def init(paths: RunPaths) -> None:
     _join_stopping()  # a background shutdown first, or this process would keep using a dying runtime
     if ray.is_initialized():
         return
-    env_vars = {k: os.environ[k] for k in _FORWARD if k in os.environ}
+    env_vars = {k: os.environ.get(k, v) for k, v in _DEFAULTS.items()}
+    env_vars.update({k: os.environ[k] for k in _FORWARD if k in os.environ})
     address = os.environ.get("RAY_ADDRESS")
     kwargs: dict = {"runtime_env": {"env_vars": env_vars}, "log_to_driver": True}
     if address:

@@ -305,11 +305,12 @@ class _Rescorer:
         self.metric = ev.PRIMARY[self.manifest["kind"]]
         self.evaluator_version = json.loads(info.read_text())["evaluator_version"]
         self.data_version = _data_version(ws, self.manifest)
-        self.evaluator = ev.Evaluator(ws)  # holdout features computed once, for both models
+        self.evaluator = ev.Evaluator(ws, split="holdout")  # holdout features computed once, for both models
+        self.protocol = ev.judge_protocol(ws, params)  # sample count and seed frozen with the judge
 
     def _metrics(self, G) -> dict[str, float]:
         # full=False: the primary metric (fd / reverse_kl) without the k-NN extras nobody compares here.
-        return self.evaluator.score(G, self.params.eval.num_samples, self.params.eval.seed, full=False)[0]
+        return self.evaluator.score(G, *self.protocol, full=False)[0]
 
     def score(self, version: str) -> float | None:
         from flows.registry import load_generator

@@ -53,34 +53,39 @@ def _load_source(params: Params, workspace: Path):
 def prepare(params: Params, workspace: Path) -> dict:
     x, y, class_names, skipped = _load_source(params, workspace)
     d = params.data
-    x_tr, y_tr, x_ho, y_ho = gdata.split(x, y, d.holdout_fraction, d.seed)
-    if len(x_tr) < 2 or len(x_ho) < 1:
+    val_fraction = float(getattr(d, "val_fraction", 0.1))  # params may predate data.val_fraction
+    splits = gdata.train_val_holdout(x, y, d.holdout_fraction, val_fraction, d.seed)
+    (x_tr, y_tr), (x_va, y_va), (x_ho, y_ho) = splits["train"], splits["val"], splits["holdout"]
+    if len(x_tr) + len(x_va) < 2 or len(x_ho) < 1:
         raise UserError(f"{len(x)} usable images are too few to split into train and holdout")
+    if len(x_tr) < 2 or len(x_va) < 1:
+        raise UserError(f"{len(x)} usable images are too few to split into train, validation and holdout "
+                        "(at least 4 are needed)")
     out = workspace / PROCESSED
     out.mkdir(parents=True, exist_ok=True)
-    torch.save({"x": x_tr.contiguous(), "y": y_tr.contiguous()}, out / "train.pt")
-    torch.save({"x": x_ho.contiguous(), "y": y_ho.contiguous()}, out / "holdout.pt")
+    for name, (xs, ys) in splits.items():
+        torch.save({"x": xs.contiguous(), "y": ys.contiguous()}, out / f"{name}.pt")
     k = len(class_names)
     manifest = {
         "name": d.name,
         "source": d.source or d.name,
         "kind": "points" if d.is_points else "images",
         "shape": list(x.shape[1:]),
-        "counts": {"train": len(x_tr), "holdout": len(x_ho)},
+        # train: fit; val: selection (probes, kept checkpoints, Tune); holdout: the report and the gate.
+        "counts": {name: len(xs) for name, (xs, _) in splits.items()},
+        "split": {"holdout_fraction": d.holdout_fraction, "val_fraction": val_fraction, "seed": d.seed},
         "classes": class_names,
-        "class_histogram": {
-            "train": np.round(class_histogram(y_tr.numpy(), k), 4).tolist(),
-            "holdout": np.round(class_histogram(y_ho.numpy(), k), 4).tolist(),
-        },
-        "md5": {f: md5(out / f) for f in ("train.pt", "holdout.pt")},
+        "class_histogram": {name: np.round(class_histogram(ys.numpy(), k), 4).tolist()
+                            for name, (_, ys) in splits.items()},
+        "md5": {f"{name}.pt": md5(out / f"{name}.pt") for name in splits},
         "skipped": [{"file": f, "reason": r} for f, r in skipped],
     }
     if d.is_points:
         means, std = toy_modes(d.builtin)
         manifest["modes"] = {"means": means.tolist(), "std": std}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    print(f"prepared {d.name}: {len(x_tr)} train + {len(x_ho)} holdout of shape {tuple(x.shape[1:])}, "
-          f"{k} classes, {len(skipped)} files skipped")
+    print(f"prepared {d.name}: {len(x_tr)} train + {len(x_va)} validation + {len(x_ho)} holdout of shape "
+          f"{tuple(x.shape[1:])}, {k} classes, {len(skipped)} files skipped")
     for f, r in skipped[:SHOW_SKIPPED]:  # all of them are in manifest.json (logged to MLflow)
         print(f"  skipped {f}: {r}")
     if len(skipped) > SHOW_SKIPPED:
@@ -91,6 +96,11 @@ def prepare(params: Params, workspace: Path) -> dict:
 def load_split(workspace: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     path = workspace / PROCESSED / f"{split}.pt"
     if not path.exists():
+        if split == "val" and (workspace / PROCESSED / "holdout.pt").exists():
+            # Prepared before the validation split existed; DVC sees no changed dependency to rerun.
+            raise UserError(f"{path} is missing: the data was prepared before the validation split existed; "
+                            "run `dvc repro --force prepare` once (or add `val_fraction: 0.1` under `data:` "
+                            "in params.yaml)")
         raise UserError(f"{path} is missing: run the prepare stage first (`ganflow prepare` or `dvc repro`)")
     blob = torch.load(path, weights_only=True)
     return blob["x"], blob["y"]
@@ -107,36 +117,59 @@ def train_classifier(params: Params, workspace: Path) -> dict:
     manifest = load_manifest(workspace)
     out = workspace / CLASSIFIER
     out.mkdir(parents=True, exist_ok=True)
+    # The final evaluation's protocol is frozen with the judge: every version it scores is drawn alike,
+    # and a changed protocol is another evaluator (the gate then re-scores both sides).
+    protocol = {"num_samples": params.eval.num_samples, "seed": params.eval.seed}
+    suffix = f"n{protocol['num_samples']}-s{protocol['seed']}"
     if manifest["kind"] == "points":
-        info = {"kind": "points", "evaluator_version": f"modes-{manifest['name']}-v1"}
+        info = {"kind": "points", "eval": protocol, "evaluator_version": f"modes-{manifest['name']}-v1-{suffix}"}
         (out / "classifier.json").write_text(json.dumps(info, indent=2) + "\n")
         return info
     x_tr, y_tr = load_split(workspace, "train")
     x_ho, y_ho = load_split(workspace, "holdout")
     c = params.classifier
     num_classes = len(manifest["classes"])
-    model = clf.train_classifier(x_tr, y_tr, num_classes, epochs=c.epochs, lr=c.lr, seed=c.seed,
-                                 feature_dim=c.feature_dim)
+    if num_classes >= 2:
+        model: clf.Classifier = clf.train_classifier(x_tr, y_tr, num_classes, epochs=c.epochs, lr=c.lr,
+                                                     seed=c.seed, feature_dim=c.feature_dim)
+        judged = {"judge": "classifier", "labelled": True,
+                  "holdout_accuracy": round(clf.accuracy(model, x_ho, y_ho), 4)}
+        line = f"classifier: holdout accuracy {judged['holdout_accuracy']:.3f} over {num_classes} classes"
+    else:
+        # One class (a folder without class subfolders): cross-entropy would have nothing to learn.
+        model = clf.train_self_supervised(x_tr, epochs=c.epochs, lr=c.lr, seed=c.seed, feature_dim=c.feature_dim)
+        judged = {"judge": "self-supervised", "objective": "rotation+contrastive", "labelled": False,
+                  "class_coverage": "not measured: unlabelled images, one class (trivially 1/1)",
+                  "holdout_rotation_accuracy": round(clf.rotation_accuracy(model, x_ho), 4)}
+        line = (f"judge: self-supervised features (rotation prediction + contrastive; the images carry no "
+                f"class labels), holdout rotation accuracy {judged['holdout_rotation_accuracy']:.3f} "
+                f"(chance {1 / clf.ROTATIONS:.2f})")
     torch.save(model.state_dict(), out / "classifier.pt")
     info = {
         "kind": "images",
+        **judged,
         "in_shape": manifest["shape"],
         "num_classes": num_classes,
         "feature_dim": c.feature_dim,
-        "holdout_accuracy": round(clf.accuracy(model, x_ho, y_ho), 4),
-        # Scores are comparable only when made by the same evaluator: its weights' hash names it.
-        "evaluator_version": md5(out / "classifier.pt")[:12],
+        "eval": protocol,
+        # Scores are comparable only when made by the same evaluator: its weights' hash (and the
+        # protocol) name it.
+        "evaluator_version": hashlib.md5(f"{md5(out / 'classifier.pt')}|{suffix}".encode()).hexdigest()[:12],
     }
     (out / "classifier.json").write_text(json.dumps(info, indent=2) + "\n")
-    print(f"classifier: holdout accuracy {info['holdout_accuracy']:.3f} (evaluator {info['evaluator_version']})")
+    print(f"{line} (evaluator {info['evaluator_version']})")
     return info
 
 
 def load_classifier(workspace: Path) -> tuple[clf.Classifier, dict]:
+    """The judge the classifier stage trained, and its classifier.json. A file without "judge"
+    predates the self-supervised judge: a classifier."""
     info_path = workspace / CLASSIFIER / "classifier.json"
     if not info_path.exists():
         raise UserError(f"{info_path} is missing: run the classifier stage first (`dvc repro`)")
     info = json.loads(info_path.read_text())
-    model = clf.Classifier(tuple(info["in_shape"]), info["num_classes"], info["feature_dim"])
+    in_shape = tuple(info["in_shape"])
+    model = (clf.SelfSupervisedJudge(in_shape, info["feature_dim"]) if info.get("judge") == "self-supervised"
+             else clf.Classifier(in_shape, info["num_classes"], info["feature_dim"]))
     model.load_state_dict(torch.load(workspace / CLASSIFIER / "classifier.pt", weights_only=True))
     return model.eval(), info

@@ -226,7 +226,9 @@ def load_images(
     return x, y, class_names, skipped
 
 
-def split(x: Tensor, y: Tensor, holdout_fraction: float, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def split(
+    x: Tensor, y: Tensor, holdout_fraction: float, seed: int | tuple[int, ...]
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Deterministic stratified split: each class sends round(fraction * n_c) samples to holdout
     (at least one when it has two or more), so small classes are represented on both sides."""
     if not 0.0 <= holdout_fraction < 1.0:
@@ -246,3 +248,28 @@ def split(x: Tensor, y: Tensor, holdout_fraction: float, seed: int) -> tuple[Ten
     tr = torch.from_numpy(rng.permutation(np.concatenate(train)) if train else np.zeros(0, np.int64))
     ho = torch.from_numpy(rng.permutation(np.concatenate(hold)) if hold else np.zeros(0, np.int64))
     return x[tr], y[tr], x[ho], y[ho]
+
+
+VAL_MIN = 50  # items: a smaller validation split makes the per-epoch probe mostly noise
+VAL_MAX_SHARE = 0.5  # ... but it never takes more than half of what the holdout leaves
+
+
+def train_val_holdout(
+    x: Tensor, y: Tensor, holdout_fraction: float, val_fraction: float, seed: int
+) -> dict[str, tuple[Tensor, Tensor]]:
+    """Three disjoint stratified splits: "train" (fit), "val" (selection: probes, kept checkpoints,
+    Tune) and "holdout" (the final report and the promotion gate).
+
+    The holdout is exactly `split(x, y, holdout_fraction, seed)`'s, so scores stay comparable with
+    runs made before the validation split existed. Validation is carved out of the rest: val_fraction
+    of ALL items, raised to min(VAL_MIN, a quarter of the rest) and at least 1 item (small sets still
+    get a usable one without losing most of their training data), at most VAL_MAX_SHARE of the rest."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    x_rest, y_rest, x_ho, y_ho = split(x, y, holdout_fraction, seed)
+    n_rest = len(x_rest)
+    target = max(round(val_fraction * len(x)), min(VAL_MIN, n_rest // 4), 1)
+    share = min(target / max(n_rest, 1), VAL_MAX_SHARE)
+    # Its own random stream: the holdout's draws above stay exactly what they were.
+    x_tr, y_tr, x_va, y_va = split(x_rest, y_rest, share, (seed, 1))
+    return {"train": (x_tr, y_tr), "val": (x_va, y_va), "holdout": (x_ho, y_ho)}

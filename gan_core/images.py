@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from torch import Tensor
 
@@ -44,6 +45,87 @@ def save_grid_png(images: Tensor, path: str | Path, nrow: int | None = None, sca
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path, format="PNG")
     return path
+
+
+def _rgb(a: np.ndarray) -> np.ndarray:
+    return np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a
+
+
+def _upscale(a: np.ndarray, scale: int) -> np.ndarray:
+    return a.repeat(scale, axis=0).repeat(scale, axis=1)  # nearest neighbour: crisp pixels
+
+
+def _min_scale(width: int, min_width: int = MIN_GRID_WIDTH) -> int:
+    return max(1, math.ceil(min_width / width))
+
+
+def _with_header(body: np.ndarray, labels: list[tuple[int, str]]) -> Image.Image:
+    """`body` (H, W, 3) under a white strip holding each (x, text) label, in PIL's built-in font (no
+    font file needed)."""
+    from PIL import ImageDraw
+
+    strip = 16
+    img = Image.new("RGB", (body.shape[1], body.shape[0] + strip), (255, 255, 255))
+    img.paste(Image.fromarray(body), (0, strip))
+    draw = ImageDraw.Draw(img)
+    for x, text in labels:
+        draw.text((x + 2, 2), text, fill=(0, 0, 0))
+    return img
+
+
+def _save(img: Image.Image, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, format="PNG")
+    return path
+
+
+def save_comparison_png(left: Tensor, right: Tensor, path: str | Path, labels: tuple[str, str] = ("generated", "real"),
+                        gap: int = 8, scale: int | None = None) -> Path:
+    """Two grids side by side in one PNG (generated left, real right), each labelled above. Both use
+    the same number of columns, so their rows line up; the integer upscale makes each grid at least
+    MIN_GRID_WIDTH px wide by default."""
+    cols = math.ceil(math.sqrt(max(len(left), len(right))))
+    grids = [_rgb(image_grid(images, nrow=cols)) for images in (left, right)]
+    scale = scale or _min_scale(max(g.shape[1] for g in grids))
+    grids = [_upscale(g, scale) for g in grids]
+    height = max(g.shape[0] for g in grids)
+    grids = [np.pad(g, ((0, height - g.shape[0]), (0, 0), (0, 0)), constant_values=255) for g in grids]
+    body = np.concatenate([grids[0], np.full((height, gap, 3), 255, np.uint8), grids[1]], axis=1)
+    return _save(_with_header(body, [(0, labels[0]), (grids[0].shape[1] + gap, labels[1])]), path)
+
+
+MARK = (220, 30, 30)  # the frame of a marked pair
+UNMARKED = (190, 190, 190)  # light grey: pairs stay apart from each other
+
+
+def save_pairs_png(first: Tensor, second: Tensor, path: str | Path, marked: list[bool] | None = None,
+                   per_row: int = 4, label: str = "", scale: int | None = None) -> Path:
+    """Pairs (first[i] beside second[i]), `per_row` pairs a row, each pair in a frame: red when
+    marked[i], light grey otherwise. For a nearest-neighbour panel: a sample beside its nearest match."""
+    if len(first) != len(second) or len(first) == 0:
+        raise ValueError(f"need equally many images on both sides, got {len(first)} and {len(second)}")
+    if marked is not None and len(marked) != len(first):
+        raise ValueError(f"marked has {len(marked)} entries for {len(first)} pairs")
+    frame = 2
+    tiles = []
+    for i in range(len(first)):
+        pair = _rgb(image_grid(torch.stack([first[i], second[i]]), nrow=2, pad=1))
+        colour = MARK if marked is not None and marked[i] else UNMARKED
+        tile = np.empty((pair.shape[0] + 2 * frame, pair.shape[1] + 2 * frame, 3), np.uint8)
+        tile[:] = colour
+        tile[frame:-frame, frame:-frame] = pair
+        tiles.append(tile)
+    th, tw = tiles[0].shape[:2]
+    cols = min(per_row, len(tiles))
+    rows = math.ceil(len(tiles) / cols)
+    gut = 1  # white between frames, so neighbouring frames of one colour stay apart
+    body = np.full((rows * (th + gut) - gut, cols * (tw + gut) - gut, 3), 255, np.uint8)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, cols)
+        body[r * (th + gut):r * (th + gut) + th, c * (tw + gut):c * (tw + gut) + tw] = tile
+    body = _upscale(body, scale or _min_scale(body.shape[1], int(1.5 * MIN_GRID_WIDTH)))  # pairs: wider
+    return _save(_with_header(body, [(0, label)]) if label else Image.fromarray(body), path)
 
 
 def save_scatter_png(points: np.ndarray, path: str | Path, real: np.ndarray | None = None) -> Path:

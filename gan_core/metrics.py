@@ -1,5 +1,6 @@
 """Sample-quality metrics: FD, KID, precision/recall, density/coverage on feature arrays; class and
-2-D mode coverage for collapse."""
+2-D mode coverage for collapse; memorisation (generated samples nearer the training set than held-out
+real data is)."""
 from __future__ import annotations
 
 import warnings
@@ -228,9 +229,76 @@ def density_coverage(real_f: np.ndarray, fake_f: np.ndarray, k: int = 5) -> dict
     return {"density": density, "coverage": coverage}
 
 
+KID_SCALE = 1000.0  # KID is reported x 10^3, as the papers do (Karras et al. 2020 and after)
+
+
+def standardised(reference: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    """Every set z-scored per dimension by the reference set's mean and std (constant dimensions are
+    only centred). The cubic kernel of KID is not scale-free: on raw classifier features its values
+    grow with the feature scale cubed, so KID came out in the hundreds or thousands, either sign."""
+    ref = np.asarray(reference, dtype=np.float64)
+    mu, sd = ref.mean(0), ref.std(0)
+    sd = np.where(sd > 1e-12, sd, 1.0)
+    return [(np.asarray(x, dtype=np.float64) - mu) / sd for x in (ref, *others)]
+
+
+def scaled_kid(real_f: np.ndarray, fake_f: np.ndarray, **kw) -> tuple[float, float]:
+    """KID x 1000 on features standardised by the real set: ~0 (either sign, the estimate is unbiased)
+    for samples of the real distribution, growing with the mismatch; comparable across feature
+    extractors of any scale. Returns (mean, std over subsets), both x 1000."""
+    a, b = _features(real_f, fake_f)
+    mean, std = kid(*standardised(a, b), **kw)
+    return KID_SCALE * mean, KID_SCALE * std
+
+
+def pixel_space(images: np.ndarray, max_side: int = 16) -> np.ndarray:
+    """(N, C, H, W) images -> (N, C*h*w) rows for nearest-neighbour search, block-averaged down to at
+    most max_side pixels a side: a copied image stays a near-exact match, pixel noise averages out,
+    and a 64x64 RGB search costs 16x less."""
+    x = np.asarray(images, dtype=np.float64)
+    if x.ndim != 4:
+        raise ValueError(f"expected (N, C, H, W) images, got shape {x.shape}")
+    n, c, h, w = x.shape
+    f = max(1, -(-max(h, w) // max_side))  # ceil
+    hh, ww = max(1, h // f), max(1, w // f)
+    if f > 1:
+        x = x[:, :, : hh * f, : ww * f].reshape(n, c, hh, f, ww, f).mean((3, 5))
+    return x.reshape(n, -1)
+
+
+def nearest(query: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each query row's Euclidean distance to its nearest ref row, and that row's index."""
+    r, q = _features(ref, query)
+    step = _row_chunks(q.shape[0], r.shape[0]).step
+    dist, idx = [], []
+    with _one_blas_thread():
+        for i in range(0, q.shape[0], step):
+            d = _dist(q[i : i + step], r)
+            j = d.argmin(1)
+            idx.append(j)
+            dist.append(d[np.arange(len(j)), j])
+    return np.concatenate(dist), np.concatenate(idx)
+
+
+def memorisation(
+    train: np.ndarray, reference: np.ndarray, fake: np.ndarray, quantile: float = 0.05
+) -> dict[str, float]:
+    """Share of generated samples closer to their nearest training item than all but `quantile` of the
+    reference (held-out real) items are to theirs: threshold = the `quantile`-quantile of reference-to-
+    train nearest-neighbour distances. Unseen real data scores ~quantile; a generator that replays
+    training items scores ~1. Rows are items in one space (flattened pixels, features)."""
+    if not 0.0 < quantile < 1.0:
+        raise ValueError(f"quantile must be in (0, 1), got {quantile}")
+    threshold = float(np.quantile(nearest(reference, train)[0], quantile))
+    # <=: exact copies count even when a few held-out items duplicate training ones (threshold 0).
+    share = float((nearest(fake, train)[0] <= threshold).mean())
+    return {"memorisation": share, "memorisation_threshold": threshold}
+
+
 def image_quality(real_f: np.ndarray, fake_f: np.ndarray) -> dict[str, float]:
-    """All feature-space metrics in one call, at their default settings."""
-    kid_mean, kid_std = kid(real_f, fake_f)
+    """All feature-space metrics in one call, at their default settings. `kid` is scaled_kid's (x 1000,
+    standardised features)."""
+    kid_mean, kid_std = scaled_kid(real_f, fake_f)
     return {
         "fd": frechet_distance(real_f, fake_f),
         "kid": kid_mean,

@@ -16,6 +16,7 @@ from gan_core.metrics import (
     kid,
     mode_metrics,
     precision_recall,
+    scaled_kid,
 )
 from gan_core.toy_data import TOY_DATASETS, sample_toy, toy_modes
 
@@ -260,7 +261,7 @@ def test_image_quality():
     q = image_quality(a, b)
     assert set(q) == {"fd", "kid", "kid_std", "precision", "recall", "density", "coverage"}
     assert all(isinstance(v, float) for v in q.values())
-    assert q["fd"] == frechet_distance(a, b) and (q["kid"], q["kid_std"]) == kid(a, b)
+    assert q["fd"] == frechet_distance(a, b) and (q["kid"], q["kid_std"]) == scaled_kid(a, b)
     assert q["coverage"] == density_coverage(a, b)["coverage"]
     with pytest.raises(ValueError, match="same d"):
         image_quality(a, b[:, :4])

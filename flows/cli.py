@@ -74,11 +74,15 @@ def _boot_ephemeral_prefect():
 
 def _print_summary(s: dict, paths, wall: float) -> None:
     from flows.evaluate import headline
+    from gan_core.recipes import RECIPES
 
     bindir = Path(sys.executable).parent
     what = "Unchanged: still" if s["skipped"] else "Registered"
     print(f"\n{what} {s['model_name']} version {s['version']}: {s['model_uri']}  ({wall:.0f} s)")
-    print(f"  {headline(s['metrics'])}")
+    recipe = RECIPES.get(s.get("recipe") or "")
+    print(f"  {headline(s['metrics'], recipe.bar if recipe else None)}")
+    if recipe:
+        print(f"  recipe: {recipe.name} ({recipe.summary})")
     trained = "no training needed" if s["skipped"] else \
         f"{s['epochs']} epochs (resumed from {s['resumed_from_epoch']})"
     print(f"  stage times (s): {s['timings_s']}; data version {s['data_version']}; {trained}")
@@ -95,6 +99,22 @@ def _print_summary(s: dict, paths, wall: float) -> None:
     else:
         print(f"  Prefect UI:  PREFECT_HOME={os.environ['PREFECT_HOME']} {bindir}/prefect server start --host 127.0.0.1")
     print(f"  sample it:   {bindir}/ganflow sample --model {s['model_uri']} -n 64 --out samples.png")
+
+
+@app.command()
+def recipes(workspace: Path = Workspace):
+    """List the training recipes: what each sets, when `recipe: auto` picks it, what it was measured at and
+    the command that measured it; and the one this workspace's params.yaml resolves to."""
+    from flows import params as params_mod
+    from gan_core.recipes import RECIPES, SMALL_IMAGES
+
+    for r in RECIPES.values():
+        when = f"{r.kind}, {r.loss + ' loss' if r.loss else 'any other loss'}" + (
+            f", up to {SMALL_IMAGES} training images" if r.max_train else "")
+        print(f"{r.name}\n  {r.summary}\n  auto picks it for: {when}\n  measured: {r.measured}"
+              f"\n  command: {r.command}\n  sets: " + ", ".join(f"{k}={v}" for k, v in r.values.items()))
+    if (workspace / params_mod.PARAMS_FILE).exists():
+        print(f"\n{workspace / params_mod.PARAMS_FILE} resolves to: {params_mod.load(workspace).recipe}")
 
 
 @app.command()

@@ -12,6 +12,8 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from flows.errors import UserError
+from gan_core import recipes
+from gan_core.augment import AugmentConfig
 from gan_core.config import LossConfig, ModelConfig, OptimConfig, Strict
 from gan_core.recipes import ResolvedOptim, resolve
 
@@ -32,6 +34,9 @@ class DataConfig(Strict):
     channels: Literal[1, 3] = 1
     points: int = Field(12_500, ge=100, description="2-D sets: points drawn (train + holdout)")
     holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    val_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="share of all items held out for selection "
+                                "(per-epoch probe, kept checkpoints, Tune); the holdout is for reports and the gate")
+    mirror: bool = Field(False, description="images: also train on horizontally flipped copies (off for digits)")
     seed: int = 0
 
     @model_validator(mode="after")
@@ -137,6 +142,8 @@ class RegistryConfig(Strict):
 
 
 class Params(Strict):
+    recipe: str = Field("auto", description="auto (by data kind, size and loss) or a name from `ganflow recipes`; "
+                        "after loading: the recipe used")
     data: DataConfig = DataConfig()
     classifier: ClassifierConfig = ClassifierConfig()
     model: ModelConfig = ModelConfig()
@@ -144,8 +151,16 @@ class Params(Strict):
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    augment: AugmentConfig = AugmentConfig()
     tune: TuneSection = TuneSection()
     registry: RegistryConfig = RegistryConfig()
+
+    @model_validator(mode="after")
+    def _known_recipe(self):
+        if self.recipe != "auto" and self.recipe not in recipes.RECIPES:
+            raise ValueError(f"recipe {self.recipe!r} is unknown; use auto or one of {', '.join(recipes.RECIPES)} "
+                             "(ganflow recipes lists them)")
+        return self
 
     @model_validator(mode="after")
     def _space_keys_exist(self):
@@ -171,12 +186,13 @@ class Params(Strict):
 
     @property
     def resolved_optim(self) -> ResolvedOptim:
-        """The optimiser actually used: explicit optim.* values, else the loss's paper recipe."""
+        """The optimiser actually used (after loading, every optim.* field holds the recipe's value)."""
         return resolve(self.loss, self.optim)
 
     def training_key(self) -> dict[str, Any]:
-        """Everything that changes the trained weights (not how the run is executed)."""
-        keyed = {k: self.model_dump(mode="json")[k] for k in ("data", "model", "loss", "train")}
+        """Everything that changes the trained weights (not how the run is executed): the recipe's values
+        included, so a changed recipe is a new run."""
+        keyed = {k: self.model_dump(mode="json")[k] for k in ("recipe", "data", "model", "loss", "train", "augment")}
         keyed["optim"] = dataclasses.asdict(self.resolved_optim)
         for volatile in ("num_workers", "cpus_per_worker", "use_gpu", "max_failures", "checkpoint_every", "keep_checkpoints"):
             keyed["train"].pop(volatile)  # how we run, not what we learn (up to float summation order)
@@ -268,18 +284,98 @@ def read_raw(path: Path) -> dict[str, Any]:
     return raw
 
 
-def validate(raw: dict[str, Any], where: str) -> Params:
+def _check(raw: dict[str, Any], where: str) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
         raise UserError(format_validation_error(err, where)) from None
 
 
+def _section(tree: dict[str, Any], dotted: str) -> tuple[dict[str, Any] | None, str]:
+    """The mapping holding `dotted`'s last key (None when a section is absent), and that key."""
+    *path, leaf = dotted.split(".")
+    node: Any = tree
+    for k in path:
+        node = node.get(k) if isinstance(node, dict) else None
+    return (node if isinstance(node, dict) else None), leaf
+
+
+def validate(raw: dict[str, Any], where: str, n_train: int | None = None) -> Params:
+    """params.yaml made concrete: validated, then every recipe-owned field the user left null (or out)
+    filled from the recipe (`recipe: auto` picks it by data kind, `n_train` items and loss), then
+    validated again. The result names the recipe used and holds no null a recipe decides."""
+    bare = json.loads(json.dumps(raw))
+    if isinstance(bare.get("loss"), str):
+        bare["loss"] = {"name": bare["loss"]}  # `loss: ns` shorthand
+    explicit: dict[str, Any] = {}
+    for key in recipes.RECIPE_KEYS:
+        node, leaf = _section(bare, key)
+        value = None if node is None else node.pop(leaf, None)
+        if value is not None and not (key == "model.arch" and value == "auto"):  # auto: the recipe's choice
+            explicit[key] = value
+    first = _check(bare, where)  # the user's own values, checked before any recipe is laid under them
+    kind = "points" if first.data.is_points else "images"
+    recipe = recipes.RECIPES[first.recipe] if first.recipe != "auto" else \
+        recipes.choose(kind, n_train, first.loss.name)
+    if recipe.kind != kind:
+        raise UserError(f"recipe {recipe.name!r} is for {recipe.kind}, and {first.data.name} is {kind}: "
+                        "use recipe: auto")
+    try:
+        filled = recipes.fill(explicit, recipe, first.loss.name)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    for key, value in filled.items():  # a recipe value of None (no lr decay) stays null
+        apply(bare, key, value)
+    bare["recipe"] = recipe.name
+    params = _check(bare, where)
+    if kind == "points" and (params.augment.policy != "off" or params.data.mirror):
+        raise UserError(f"invalid {where}: augment.policy and data.mirror are for images; {params.data.name} is "
+                        "2-D points (set augment.policy: off, data.mirror: false)")
+    return params
+
+
 def load(workspace: Path, overrides: list[str] | None = None) -> Params:
     raw = read_raw(workspace / PARAMS_FILE)
     for key, value in parse_overrides(overrides or []).items():
         apply(raw, key, value)
-    return validate(raw, str(workspace / PARAMS_FILE) + (" with --set overrides" if overrides else ""))
+    return validate(raw, str(workspace / PARAMS_FILE) + (" with --set overrides" if overrides else ""),
+                    training_set_size(workspace, raw))
+
+
+def training_set_size(workspace: Path, raw: dict[str, Any]) -> int | None:
+    """How many items the recipe will train on (for `recipe: auto`): the prepared manifest's count when
+    it was made from this source, else the number of images in the source less the held-out shares.
+    None for 2-D point sets (no recipe depends on their size) and for sources that cannot be read yet
+    (prepare reports those)."""
+    import zipfile
+
+    from flows.stages import PROCESSED  # stages imports this module
+    from gan_core.data import IMAGE_EXTENSIONS
+
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    try:
+        d = DataConfig.model_validate(data)
+    except ValidationError:
+        return None  # validate() names the field
+    if d.is_points:
+        return None
+    manifest = workspace / PROCESSED / "manifest.json"
+    if manifest.exists():
+        m = json.loads(manifest.read_text())
+        if (m.get("name"), m.get("source")) == (d.name, d.source or d.name):
+            return int(m["counts"]["train"])
+    if d.builtin == "digits":
+        total = 1797  # sklearn's digits
+    else:
+        src = Path(d.source) if Path(d.source).is_absolute() else workspace / d.source
+        if src.is_dir():
+            total = sum(1 for f in src.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
+        elif zipfile.is_zipfile(src):
+            with zipfile.ZipFile(src) as z:
+                total = sum(1 for n in z.namelist() if Path(n).suffix.lower() in IMAGE_EXTENSIONS)
+        else:
+            return None
+    return int(total * (1.0 - d.holdout_fraction - d.val_fraction))
 
 
 def write_overrides(workspace: Path, overrides: list[str]) -> Params:

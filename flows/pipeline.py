@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows import dvc, params as params_mod, ray_runtime, registry
 from flows.env import RunPaths, configure
-from flows.evaluate import PRIMARY, evaluate, headline, render
+from flows.evaluate import PRIMARY, evaluate, headline, meets_bar, render
 from flows.plots import training_curves
 from flows.stages import CLASSIFIER, PROCESSED, load_manifest
 from flows.errors import TrainingFailed
@@ -20,6 +20,7 @@ from flows.logs import quiet_expected_tracebacks
 from flows.train import RunIdentity, TrainOutcome, fit, run_identity
 from flows.tune import run_search
 from gan_core.checkpoint import generator_from_state
+from gan_core.recipes import RECIPES
 
 quiet_expected_tracebacks()  # after Prefect set up its logging (at import)
 
@@ -64,11 +65,13 @@ def evaluate_task(paths: RunPaths, outcome: TrainOutcome) -> dict[str, float]:
     params = params_mod.load(paths.workspace)
     G = generator_from_state(outcome.state)
     metrics, samples = evaluate(G, params, paths.workspace)
-    print(headline(metrics))
+    bar = RECIPES[params.recipe].bar
+    print(headline(metrics, bar))
+    registry.log_verdict(outcome.identity.mlflow_run_id, *meets_bar(metrics, bar))
     out = paths.home / "runs" / outcome.identity.name
     out.mkdir(parents=True, exist_ok=True)
-    images = {
-        "samples": render(samples, out / "samples.png", paths.workspace),
+    images = {  # samples beside real holdout images; small data: also each sample's nearest training image
+        **render(samples, out, paths.workspace, metrics.get("memorisation_threshold")),
         "curves": training_curves(outcome.history, out / "training_curves.png"),
     }
     registry.log_evaluation(outcome.identity.mlflow_run_id, metrics, images)
@@ -113,6 +116,7 @@ def _summary(paths, params, identity, data_version, version, metrics, timings, e
         "model_name": params.model_name,
         "version": version,
         "model_uri": f"models:/{params.model_name}/{version}",
+        "recipe": params.recipe,
         "mlflow_run_id": identity.mlflow_run_id,
         "ray_run": identity.name,
         "data_version": data_version,

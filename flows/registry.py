@@ -70,6 +70,7 @@ def start_run(params: Params, paths: RunPaths, identity: RunIdentity, data_versi
         "ganflow.ray_run": identity.name,
         "ganflow.dataset": params.data.name,
         "ganflow.loss": params.loss.name,
+        "ganflow.recipe": params.recipe,
         **({"mlflow.parentRunId": parent_run_id} if parent_run_id else {}),
         **(extra_tags or {}),
     }
@@ -87,6 +88,11 @@ def log_evaluation(run_id: str, metrics: dict[str, float], images: dict[str, Pat
         client.log_metric(run_id, f"eval/{k}", float(v))
     for name, path in images.items():
         client.log_artifact(run_id, str(path), artifact_path="images")
+
+
+def log_verdict(run_id: str, ok: bool, misses: list[str]) -> None:
+    """Whether the run meets its recipe's bar, as tags a reader sees on the MLflow run page."""
+    MlflowClient().set_tag(run_id, "ganflow.meets_bar", "yes" if ok else "no: " + "; ".join(misses))
 
 
 def register(run_id: str, params: Params, state: dict, tags: dict[str, str]) -> str:

@@ -162,18 +162,22 @@ def fit(params: Params, paths: RunPaths, identity: RunIdentity, callbacks: list 
 
     model_cfg = resolve_model(params, load_manifest(paths.workspace))
     optim = params.resolved_optim
-    print(f"Training {identity.name}: {params.loss.name} loss, {describe(optim)}, {model_cfg.arch} "
-          f"G/D, {t.num_workers} {'GPU' if use_gpu else 'CPU'} workers, {t.epochs} epochs")
+    aug = "" if params.augment.policy == "off" else f", {params.augment.policy} augmentation"
+    print(f"Training {identity.name} (recipe {params.recipe}): {params.loss.name} loss, {describe(optim)}, "
+          f"{model_cfg.arch} G/D{aug}, {t.num_workers} {'GPU' if use_gpu else 'CPU'} workers, {t.epochs} epochs")
     x, y = load_split(paths.workspace, "train")
     config = {
         "model": model_cfg.model_dump(),
         "loss": params.loss.model_dump(),
         "optim": dataclasses.asdict(optim),
         "train": t.model_dump(mode="json"),
+        "augment": params.augment.model_dump(mode="json"),
+        "mirror": params.data.mirror,
         # Through the object store: works on a multi-node cluster too.
         "data_ref": ray.put(x.numpy()),
         "labels_ref": ray.put(y.numpy()) if model_cfg.conditional else None,
-        "evaluator_ref": ray.put(Evaluator(paths.workspace)) if params.eval.every else None,
+        # Selection (probe -> kept checkpoints, Tune) scores on val; the holdout is kept for the report.
+        "evaluator_ref": ray.put(Evaluator(paths.workspace, split="val")) if params.eval.every else None,
         "eval": params.eval.model_dump(),
         "mlflow_run_id": identity.mlflow_run_id,
         "init_state_ref": ray.put(init_state) if init_state is not None else None,

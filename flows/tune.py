@@ -82,11 +82,13 @@ def _stops(params: Params) -> list[int]:
     return []
 
 
-def trial_params(base_raw: dict, config: dict[str, Any]) -> Params:
+def trial_params(base_raw: dict, config: dict[str, Any], n_train: int | None) -> Params:
+    """The trial's params: its sampled values laid over params.yaml as written (nulls included), then
+    the recipe resolved for them, so a trial of another loss gets that loss's recipe."""
     raw = json.loads(json.dumps(base_raw))
     for key, value in config.items():
         params_mod.apply(raw, key, value)
-    return params_mod.validate(raw, f"tune trial {config}")
+    return params_mod.validate(raw, f"tune trial {config}", n_train)
 
 
 class _ReportToTune:
@@ -113,14 +115,14 @@ def _callback(queue, with_checkpoint: bool):
     return type("ReportToTune", (_ReportToTune, UserCallback), {})(queue, with_checkpoint)
 
 
-def _run_trial(config: dict[str, Any], base_raw: dict, paths: RunPaths, data_version: str, parent: str,
-               stops: tuple[int, ...] = ()) -> None:
+def _run_trial(config: dict[str, Any], base_raw: dict, n_train: int | None, paths: RunPaths, data_version: str,
+               parent: str, stops: tuple[int, ...] = ()) -> None:
     """One Tune trial: params with the sampled values, an MLflow child run, a TorchTrainer. A paused
     trial starts again from its checkpoint; under PBT possibly another trial's, with mutated values
     (tune.get_checkpoint)."""
     from ray import tune
 
-    p = trial_params(base_raw, config)
+    p = trial_params(base_raw, config, n_train)
     # Tune needs a score every epoch and a checkpoint beside it, to pick the best trial's weights.
     p = p.model_copy(update={"train": p.train.model_copy(update={"checkpoint_every": max(1, p.eval.every)})})
     epochs = p.train.epochs
@@ -238,6 +240,7 @@ def run_search(params: Params, paths: RunPaths, data_version: str) -> TuneOutcom
     if not params.tune.space:
         raise UserError("tune.space in params.yaml is empty: declare what to search (see README)")
     base_raw = params_mod.read_raw(paths.workspace / params_mod.PARAMS_FILE)
+    n_train = params_mod.training_set_size(paths.workspace, base_raw)
     ray_runtime.init(paths)
     cpus = ray.cluster_resources().get("CPU", 1)
     per_trial = params.train.num_workers * params.train.cpus_per_worker
@@ -252,8 +255,8 @@ def run_search(params: Params, paths: RunPaths, data_version: str) -> TuneOutcom
     population = s.num_samples * math.prod(len(v["grid"]) for v in s.space.values() if "grid" in v)
     parent = registry.start_parent_run(params, paths, data_version, s.model_dump(mode="json"))
     stops = _stops(params)
-    trainable = tune.with_parameters(_run_trial, base_raw=base_raw, paths=paths, data_version=data_version,
-                                     parent=parent, stops=tuple(stops))
+    trainable = tune.with_parameters(_run_trial, base_raw=base_raw, n_train=n_train, paths=paths,
+                                     data_version=data_version, parent=parent, stops=tuple(stops))
     # The trial's driver only waits on its TorchTrainer, whose workers hold the CPUs.
     trainable = tune.with_resources(trainable, {"CPU": 0, "memory": 1})  # Ray refuses an empty request
     rungs = f" (trials compared at epochs {stops})" if s.scheduler == "sha" else ""
@@ -289,7 +292,7 @@ def run_search(params: Params, paths: RunPaths, data_version: str) -> TuneOutcom
     best = min(ok, key=lambda r: r.metrics["score"])
     state_dir = Path(best.metrics["checkpoint_path"])
     state = torch.load(state_dir / STATE_FILE, weights_only=True, map_location="cpu")
-    best_params = trial_params(base_raw, best.config)
+    best_params = trial_params(base_raw, best.config, n_train)
     identity = run_identity(best_params, data_version, paths)
     identity.name = state_dir.parent.name
     identity.mlflow_run_id = registry.find_child_run(parent, identity.name)

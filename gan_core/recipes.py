@@ -1,13 +1,23 @@
-"""Optimiser recipes: each loss's published defaults, filled into the None fields of OptimConfig.
-Explicit values in params.yaml always win; a field left out takes the recipe of the chosen loss."""
+"""Training recipes: the measured best way to train each kind of data, as product, not benchmark code.
+
+A recipe is a set of params values (model, loss extras, optimiser, schedule, EMA, batch, epochs,
+augmentation). params.yaml's `recipe: auto` picks one by data kind, training-set size and loss; a field
+left null (or out) in params.yaml takes the recipe's value, and a value the user sets wins, field by
+field. Only recipes tuned *with* the chosen loss carry tuned values: any other loss gets the data kind's
+model and budget with that loss's own paper optimiser (PAPER_OPTIM), never another loss's tuned values.
+
+The pipeline, `ganflow tune` and every benchmark read recipes from here; `ganflow recipes` lists them
+with the result each was measured at and the command that measured it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from types import MappingProxyType
+from typing import Any, Literal, Mapping
 
 from gan_core.config import LOSS_NAMES, LossConfig, OptimConfig
 
 OptimizerName = Literal["adam", "rmsprop"]
+DataKind = Literal["images", "points"]
 
 
 @dataclass(frozen=True)
@@ -20,6 +30,7 @@ class ResolvedOptim:
     lr_decay_start: float | None = None  # see OptimConfig; None = constant lr
 
 
+# --- each loss's paper optimiser: the fallback wherever no recipe was measured with that loss -------
 # DCGAN (Radford et al. 2016): Adam 2e-4, beta1 0.5. Also the usual choice for LSGAN and f-GAN.
 DCGAN = ResolvedOptim("adam", 2e-4, 2e-4, (0.5, 0.999), 1)
 # WGAN (Arjovsky et al. 2017, Alg. 1): RMSprop 5e-5, 5 critic steps; momentum destabilised the
@@ -30,17 +41,17 @@ WGAN_GP = ResolvedOptim("adam", 1e-4, 1e-4, (0.0, 0.9), 5)
 # Hinge as in SAGAN (Zhang et al. 2019) / BigGAN: TTUR (Heusel et al. 2017) lr_d = 4 lr_g, one D step.
 HINGE = ResolvedOptim("adam", 1e-4, 4e-4, (0.0, 0.9), 1)
 
-RECIPES: dict[str, ResolvedOptim] = {
+PAPER_OPTIM: dict[str, ResolvedOptim] = {
     name: {"wgan": WGAN, "wgan-gp": WGAN_GP, "hinge": HINGE}.get(name, DCGAN) for name in LOSS_NAMES
 }
 
 
 def resolve(loss: LossConfig, optim: OptimConfig) -> ResolvedOptim:
-    """The recipe of `loss.name` with every explicitly set field of `optim` laid over it."""
+    """The paper optimiser of `loss.name` with every explicitly set field of `optim` laid over it."""
     explicit = {k: v for k, v in optim.model_dump().items() if v is not None}
     if "betas" in explicit:
         explicit["betas"] = tuple(explicit["betas"])
-    return replace(RECIPES[loss.name], **explicit)
+    return replace(PAPER_OPTIM[loss.name], **explicit)
 
 
 def lr_scale(r: ResolvedOptim, progress: float) -> float:
@@ -57,3 +68,106 @@ def describe(r: ResolvedOptim) -> str:
     betas = f" betas={r.betas}" if r.optimizer == "adam" else ""
     decay = f" lr decay after {r.lr_decay_start:.0%}" if r.lr_decay_start is not None else ""
     return f"{r.optimizer} lr_g={r.lr_g:g} lr_d={r.lr_d:g}{betas} n_critic={r.n_critic}{decay}"
+
+
+# --- named recipes -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    kind: DataKind
+    loss: str | None      # the loss its values were tuned with; None: any loss, with its paper optimiser
+    summary: str
+    values: Mapping[str, Any]  # dotted params keys (as --set spells them) -> value
+    bar: Mapping[str, float]   # what a run of this recipe reaches (evaluate.meets_bar checks the run)
+    measured: str              # the result it was measured at
+    command: str               # the command that measured it
+    max_train: int | None = None  # `auto` picks it only for training sets up to this size
+    augmented: bool = False
+
+
+# Below this many training images a discriminator memorises the set (bench/RESULTS.md, small data):
+# `auto` turns on adaptive differentiable augmentation of real and fake batches there.
+SMALL_IMAGES = 1000
+
+_IMAGE_MODEL = {"model.arch": "dcgan", "model.z_dim": 32, "model.width": 32, "model.depth": 3,
+                "model.spectral_norm": False}
+_POINT_MODEL = {"model.arch": "mlp", "model.z_dim": 2, "model.width": 400, "model.depth": 3,
+                "model.spectral_norm": False}
+_NO_AUGMENT = {"augment.policy": "off"}
+_ADAPTIVE = {"augment.policy": "adaptive"}
+
+# Non-saturating + R1 with equal Adam lrs and beta1 0, found by a 25-run search through the pipeline
+# (bench/RESULTS.md section 4), trained longer with the lr annealed over the second half.
+_DIGITS_NS = {**_IMAGE_MODEL, "loss.r1_gamma": 0.01, "optim.optimizer": "adam", "optim.lr_g": 3e-4,
+              "optim.lr_d": 3e-4, "optim.betas": [0.0, 0.99], "optim.n_critic": 1, "optim.lr_decay_start": 0.5,
+              "train.batch_size": 32, "train.epochs": 60, "train.ema_decay": 0.999}
+# PacGAN's 400-unit MLP with NS + R1, fast TTUR Adam, big batch, EMA and lr decay (bench/RESULTS.md
+# section 1: 5 seeds on 100k points met both mode-collapse goals).
+_POINTS_NS = {**_POINT_MODEL, "loss.r1_gamma": 0.01, "optim.optimizer": "adam", "optim.lr_g": 1e-3,
+              "optim.lr_d": 2e-3, "optim.betas": [0.5, 0.9], "optim.n_critic": 1, "optim.lr_decay_start": 0.5,
+              "train.batch_size": 256, "train.epochs": 230, "train.ema_decay": 0.999}
+# Any other loss: the kind's model and budget, the loss's own paper optimiser, no tuned extras.
+_IMAGES_PAPER = {**_IMAGE_MODEL, "train.batch_size": 32, "train.epochs": 60, "train.ema_decay": 0.999}
+_POINTS_PAPER = {**_POINT_MODEL, "train.batch_size": 256, "train.epochs": 230, "train.ema_decay": 0.999}
+
+# What a good generator of each kind reaches (the run's headline says whether it does; flows/evaluate
+# meets_bar reads these). Images: within 2x the real-vs-real distance, every class drawn, and not mostly
+# replaying training images. Points: every mode, as sharp and evenly spread as PacGAN's best.
+IMAGE_BAR = MappingProxyType({"fd_ratio": 2.0, "class_coverage": 1.0, "memorisation": 0.2})
+POINT_BAR = MappingProxyType({"modes": 1.0, "high_quality": 0.97, "reverse_kl": 0.05})
+_UNMEASURED = "not measured: the loss's paper optimiser with this kind's model and budget"
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in [
+    Recipe("images-ns-r1", "images", "non-saturating",
+           "DCGAN G/D, non-saturating + R1 0.01, Adam 3e-4 (0, 0.99) both nets, lr decay after 50%, EMA 0.999",
+           MappingProxyType({**_DIGITS_NS, **_NO_AUGMENT}), IMAGE_BAR,
+           "digits: 10/10 classes, FD ratio < 2 in 2 of 3 seeds (bench/RESULTS.md section 4)",
+           ".venv/bin/python -m bench.time_to_quality --only digits --seeds 3"),
+    Recipe("images-small-ns-r1-ada", "images", "non-saturating",
+           "images-ns-r1 with adaptive DiffAugment (translation, cutout, colour) of real and fake before D",
+           MappingProxyType({**_DIGITS_NS, **_ADAPTIVE}), IMAGE_BAR,
+           "digits subsets of 100 / 300 images (bench/RESULTS.md, small data)",
+           ".venv/bin/python -m bench.small_data", max_train=SMALL_IMAGES, augmented=True),
+    Recipe("images-paper", "images", None,
+           "DCGAN G/D with the chosen loss's paper optimiser, EMA 0.999", MappingProxyType(
+               {**_IMAGES_PAPER, **_NO_AUGMENT}), IMAGE_BAR, _UNMEASURED, "-"),
+    Recipe("images-small-paper", "images", None,
+           "images-paper with adaptive DiffAugment of real and fake before D", MappingProxyType(
+               {**_IMAGES_PAPER, **_ADAPTIVE}), IMAGE_BAR, _UNMEASURED, "-",
+           max_train=SMALL_IMAGES, augmented=True),
+    Recipe("points-ns-r1-wide", "points", "non-saturating",
+           "MLP 400x3, z 2, non-saturating + R1 0.01, TTUR Adam 1e-3/2e-3 (0.5, 0.9), batch 256, EMA 0.999, "
+           "lr decay after 50%", MappingProxyType({**_POINTS_NS, **_NO_AUGMENT}), POINT_BAR,
+           "ring8 8/8, HQ >= 97.0%; grid25 25/25, HQ 95.2% mean, rev-KL 0.029 mean over 5 seeds on 100k points "
+           "(bench/RESULTS.md section 1)", ".venv/bin/python -m bench.mode_collapse --recipes best --seeds 5"),
+    Recipe("points-paper", "points", None,
+           "MLP 400x3, z 2, the chosen loss's paper optimiser, batch 256, EMA 0.999",
+           MappingProxyType({**_POINTS_PAPER, **_NO_AUGMENT}), POINT_BAR, _UNMEASURED, "-"),
+]}
+# Every key some recipe decides (a null in params.yaml means "the recipe decides"); the rest of the
+# optimiser falls back to the loss's paper values (resolve above), so it is recipe-owned too.
+RECIPE_KEYS: frozenset[str] = frozenset(
+    {k for r in RECIPES.values() for k in r.values} | {f"optim.{f}" for f in OptimConfig.model_fields})
+
+
+def choose(kind: DataKind, n_train: int | None, loss: str) -> Recipe:
+    """`recipe: auto`: the recipe tuned for this kind, size and loss, else the kind's paper recipe."""
+    small = kind == "images" and n_train is not None and n_train <= SMALL_IMAGES
+    for r in RECIPES.values():
+        if r.kind == kind and r.loss == loss and (r.max_train is not None) == small:
+            return r
+    return next(r for r in RECIPES.values() if r.kind == kind and r.loss is None and (r.max_train is not None) == small)
+
+
+def fill(explicit: Mapping[str, Any], recipe: Recipe, loss: str) -> dict[str, Any]:
+    """The recipe-owned values of a run: the user's explicit (non-null) ones, then the recipe's, then,
+    for the optimiser, the loss's paper values. Returns dotted key -> value for every recipe key."""
+    out = {k: v for k, v in recipe.values.items()}
+    if recipe.loss is not None and recipe.loss != loss:
+        raise ValueError(f"recipe {recipe.name!r} was tuned for the {recipe.loss} loss, not {loss}: use "
+                         f"recipe: auto (or a recipe without a loss, e.g. {recipe.kind}-paper)")
+    paper = PAPER_OPTIM[loss]
+    for f in OptimConfig.model_fields:
+        out.setdefault(f"optim.{f}", list(v) if isinstance(v := getattr(paper, f), tuple) else v)
+    out.update({k: v for k, v in explicit.items() if v is not None})
+    return out

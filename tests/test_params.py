@@ -8,6 +8,7 @@ import pytest
 
 from flows import params
 from flows.errors import UserError
+from gan_core.recipes import RECIPES, SMALL_IMAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,3 +119,69 @@ def test_exponent_floats_without_a_dot_are_floats(ws):
         {"x": 1e-5, "y": [1e-9, 2000.0, 7, 1.5], "z": "1e5x"}
     params.write_overrides(ws, ["tune.space={optim.lr_g: {grid: [0.001, 1.0e-9]}}"])
     assert params.load(ws).tune.space == {"optim.lr_g": {"grid": [0.001, 1e-9]}}
+
+
+# --- recipes: `recipe: auto` fills what params.yaml leaves null; what the user sets wins ----------------
+
+def test_default_digits_run_gets_the_measured_image_recipe(ws):
+    p = params.load(ws)
+    r = RECIPES["images-ns-r1"]
+    assert p.recipe == r.name
+    assert (p.model.arch, p.model.width, p.loss.r1_gamma) == ("dcgan", r.values["model.width"], 0.01)
+    assert (p.optim.lr_g, p.optim.lr_d, tuple(p.optim.betas)) == (3e-4, 3e-4, (0.0, 0.99))
+    assert (p.train.epochs, p.augment.policy) == (r.values["train.epochs"], "off")
+    assert p.resolved_optim.lr_decay_start == 0.5
+
+
+def test_explicit_values_win_over_the_recipe_field_by_field(ws):
+    p = params.load(ws, ["train.epochs=7", "optim.lr_g=0.001", "loss.r1_gamma=0"])
+    assert (p.train.epochs, p.optim.lr_g, p.loss.r1_gamma) == (7, 0.001, 0.0)
+    assert (p.optim.lr_d, p.train.batch_size, p.recipe) == (3e-4, 32, "images-ns-r1")  # the rest: recipe
+
+
+def test_another_loss_gets_its_paper_optimiser_not_the_tuned_values(ws):
+    p = params.load(ws, ["loss=wgan-gp"])
+    assert p.recipe == "images-paper"
+    assert (p.optim.optimizer, p.optim.lr_g, tuple(p.optim.betas), p.optim.n_critic) == ("adam", 1e-4, (0.0, 0.9), 5)
+    assert p.loss.r1_gamma == 0.0 and p.optim.lr_decay_start is None  # NS's R1 and schedule stay with NS
+    with pytest.raises(UserError, match="tuned for the non-saturating loss"):
+        params.load(ws, ["loss=hinge", "recipe=images-ns-r1"])
+
+
+def test_auto_picks_by_kind_and_size(ws):
+    p = params.load(ws, ["data.name=ring8"])
+    assert (p.recipe, p.model.arch, p.model.width, p.model.z_dim, p.train.batch_size) == \
+        ("points-ns-r1-wide", "mlp", 400, 2, 256)
+    raw = params.read_raw(ws / "params.yaml")
+    small = params.validate(raw, "test", n_train=SMALL_IMAGES)
+    assert (small.recipe, small.augment.policy) == ("images-small-ns-r1-ada", "adaptive")
+    assert params.validate(raw, "test", n_train=SMALL_IMAGES + 1).augment.policy == "off"
+    params.apply(raw, "augment.policy", "off")  # the user's choice wins on small data too
+    assert params.validate(raw, "test", n_train=100).augment.policy == "off"
+    with pytest.raises(UserError, match="are for images"):
+        params.load(ws, ["data.name=ring8", "augment.policy=adaptive"])
+    with pytest.raises(UserError, match="is for points"):
+        params.load(ws, ["recipe=points-ns-r1-wide"])
+    with pytest.raises(UserError, match="recipe"):
+        params.load(ws, ["recipe=best-ever"])
+
+
+def test_the_resolved_recipe_is_part_of_the_run_identity(ws):
+    base = params.load(ws)
+    again = params.validate(base.model_dump(mode="json"), "resolved")  # resolving twice changes nothing
+    assert again == base and again.training_hash() == base.training_hash()
+    assert base.training_key()["recipe"] == "images-ns-r1"
+    assert base.training_key()["optim"]["lr_g"] == 3e-4
+    raw = params.read_raw(ws / "params.yaml")
+    # Same params.yaml, another recipe (here: by size): another run, not "unchanged since version N".
+    assert params.validate(raw, "t", n_train=100).training_hash() != base.training_hash()
+
+
+def test_the_estimated_size_comes_from_the_source_until_prepared(ws, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(20):
+        (folder / f"{i}.png").write_bytes(b"")
+    raw = {"data": {"name": "mine", "source": str(folder)}}
+    assert params.training_set_size(ws, raw) == int(20 * 0.7)
+    assert params.training_set_size(ws, {"data": {"name": "ring8"}}) is None

@@ -120,7 +120,7 @@ def test_a_killed_driver_resumes_on_rerun_and_changed_hyperparameters_are_refuse
     assert mark >= got
 
     # Other hyper-parameters while that run is unfinished: refused, naming what changed.
-    refused = ganflow(workspace, "pipeline", "--set", "optim.lr_g=0.001")
+    refused = ganflow(workspace, "pipeline", "--set", "optim.lr_g=0.0005")  # the recipe: 0.001
     assert refused.returncode == 2, refused.stdout[-3000:] + refused.stderr[-3000:]
     assert "optim.lr_g" in refused.stderr and "--new-run" in refused.stderr
     assert "Traceback" not in refused.stderr + refused.stdout
@@ -135,7 +135,7 @@ def test_a_killed_driver_resumes_on_rerun_and_changed_hyperparameters_are_refuse
     assert len(re.findall(r"\[ganflow\] epoch (\d+)/", resumed.stdout + resumed.stderr)) == EPOCHS - mark - 1
 
     # Once nothing is left unfinished, other settings are simply a new run.
-    fresh = ganflow(workspace, "pipeline", "--set", "optim.lr_g=0.001", "--set", "train.epochs=2")
+    fresh = ganflow(workspace, "pipeline", "--set", "optim.lr_g=0.0005", "--set", "train.epochs=2")
     assert fresh.returncode == 0, fresh.stdout[-3000:] + fresh.stderr[-3000:]
 
 

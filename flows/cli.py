@@ -106,11 +106,12 @@ def recipes(workspace: Path = Workspace):
     """List the training recipes: what each sets, when `recipe: auto` picks it, what it was measured at and
     the command that measured it; and the one this workspace's params.yaml resolves to."""
     from flows import params as params_mod
-    from gan_core.recipes import RECIPES, SMALL_IMAGES
+    from gan_core.recipes import RECIPES
 
     for r in RECIPES.values():
-        when = f"{r.kind}, {r.loss + ' loss' if r.loss else 'any other loss'}" + (
-            f", up to {SMALL_IMAGES} training images" if r.max_train else "")
+        when = (f"{r.kind}, {r.loss + ' loss' if r.loss else 'any other loss'}"
+                 + (f", up to {r.max_train} training images" if r.max_train else "") if r.auto
+                 else "never (name it: recipe: " + r.name + ")")
         print(f"{r.name}\n  {r.summary}\n  auto picks it for: {when}\n  measured: {r.measured}"
               f"\n  command: {r.command}\n  sets: " + ", ".join(f"{k}={v}" for k, v in r.values.items()))
     if (workspace / params_mod.PARAMS_FILE).exists():

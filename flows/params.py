@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from flows.errors import UserError
 from gan_core import recipes
@@ -142,6 +142,9 @@ class RegistryConfig(Strict):
 
 
 class Params(Strict):
+    """The run's parameters, resolved (see validate) and frozen: one snapshot per run, passed down."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
     recipe: str = Field("auto", description="auto (by data kind, size and loss) or a name from `ganflow recipes`; "
                         "after loading: the recipe used")
     data: DataConfig = DataConfig()
@@ -310,10 +313,13 @@ def validate(raw: dict[str, Any], where: str, n_train: int | None = None) -> Par
     explicit: dict[str, Any] = {}
     for key in recipes.RECIPE_KEYS:
         node, leaf = _section(bare, key)
-        value = None if node is None else node.pop(leaf, None)
-        if value is not None and not (key == "model.arch" and value == "auto"):  # auto: the recipe's choice
+        value = None if node is None else node.get(leaf)
+        if value is None or (key == "model.arch" and value == "auto"):  # auto: the recipe's choice
+            if node is not None:
+                node.pop(leaf, None)  # left to the recipe
+        else:
             explicit[key] = value
-    first = _check(bare, where)  # the user's own values, checked before any recipe is laid under them
+    first = _check(bare, where)  # the user's own values, every mistake named, before a recipe fills the rest
     kind = "points" if first.data.is_points else "images"
     recipe = recipes.RECIPES[first.recipe] if first.recipe != "auto" else \
         recipes.choose(kind, n_train, first.loss.name)
@@ -335,11 +341,17 @@ def validate(raw: dict[str, Any], where: str, n_train: int | None = None) -> Par
 
 
 def load(workspace: Path, overrides: list[str] | None = None) -> Params:
+    return read(workspace, overrides)[0]
+
+
+def read(workspace: Path, overrides: list[str] | None = None) -> tuple[Params, dict[str, Any]]:
+    """One reading of params.yaml (with `overrides` laid over it): the resolved params, and the file's
+    values as written (nulls included), over which a Tune trial lays its own values."""
     raw = read_raw(workspace / PARAMS_FILE)
     for key, value in parse_overrides(overrides or []).items():
         apply(raw, key, value)
-    return validate(raw, str(workspace / PARAMS_FILE) + (" with --set overrides" if overrides else ""),
-                    training_set_size(workspace, raw))
+    where = str(workspace / PARAMS_FILE) + (" with --set overrides" if overrides else "")
+    return validate(raw, where, training_set_size(workspace, raw)), raw
 
 
 def training_set_size(workspace: Path, raw: dict[str, Any]) -> int | None:

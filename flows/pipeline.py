@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows import dvc, params as params_mod, ray_runtime, registry
 from flows.env import RunPaths, configure
+from flows.params import Params
 from flows.evaluate import PRIMARY, evaluate, headline, meets_bar, render
 from flows.plots import training_curves
 from flows.stages import CLASSIFIER, PROCESSED, load_manifest
@@ -45,8 +46,7 @@ def prepare_task(paths: RunPaths) -> str:
 
 @task(name="train", retries=1, retry_delay_seconds=2, retry_condition_fn=_retry_unless_diverged,
       cache_policy=NO_CACHE)
-def train_task(paths: RunPaths, identity: RunIdentity) -> TrainOutcome:
-    params = params_mod.load(paths.workspace)
+def train_task(paths: RunPaths, params: Params, identity: RunIdentity) -> TrainOutcome:
     try:
         return fit(params, paths, identity)
     except TrainingFailed as exc:
@@ -55,14 +55,13 @@ def train_task(paths: RunPaths, identity: RunIdentity) -> TrainOutcome:
 
 
 @task(name="tune", cache_policy=NO_CACHE)
-def tune_task(paths: RunPaths, data_version: str) -> TrainOutcome:
+def tune_task(paths: RunPaths, params: Params, raw: dict, data_version: str) -> TrainOutcome:
     """A Ray Tune search; returns the best trial's outcome (its MLflow child run carries on)."""
-    return run_search(params_mod.load(paths.workspace), paths, data_version).best
+    return run_search(params, raw, paths, data_version).best
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate_task(paths: RunPaths, outcome: TrainOutcome) -> dict[str, float]:
-    params = params_mod.load(paths.workspace)
+def evaluate_task(paths: RunPaths, params: Params, outcome: TrainOutcome) -> dict[str, float]:
     G = generator_from_state(outcome.state)
     metrics, samples = evaluate(G, params, paths.workspace)
     bar = RECIPES[params.recipe].bar
@@ -81,8 +80,7 @@ def evaluate_task(paths: RunPaths, outcome: TrainOutcome) -> dict[str, float]:
 
 
 @task(name="register", cache_policy=NO_CACHE)
-def register_task(paths: RunPaths, outcome: TrainOutcome, data_version: str, metrics: dict) -> str:
-    params = params_mod.load(paths.workspace)
+def register_task(paths: RunPaths, params: Params, outcome: TrainOutcome, data_version: str, metrics: dict) -> str:
     manifest = load_manifest(paths.workspace)
     evaluator = json.loads((paths.workspace / CLASSIFIER / "classifier.json").read_text())["evaluator_version"]
     tags = {
@@ -133,11 +131,11 @@ def _summary(paths, params, identity, data_version, version, metrics, timings, e
 
 
 @task(name="promote", cache_policy=NO_CACHE)
-def promote_task(paths: RunPaths, model_name: str, version: str) -> dict:
+def promote_task(paths: RunPaths, params: Params, version: str) -> dict:
     """The gate: champion only if strictly better on the same holdout and evaluator."""
     from flows.promote import promote
 
-    return promote(model_name, version, paths, params_mod.load(paths.workspace)).as_dict()
+    return promote(params.model_name, version, paths, params).as_dict()
 
 
 @flow(name="ganflow-pipeline", log_prints=True)
@@ -153,9 +151,11 @@ def pipeline(workspace: str, new_run: bool = False, search: bool = False) -> dic
 
     try:
         data_version = timed("prepare", prepare_task, paths)
-        params = params_mod.load(paths.workspace)
+        # The run's one reading of params.yaml (after prepare: `recipe: auto` needs the data's size). Every
+        # task and Ray worker gets this snapshot; an edit to the file during the run waits for the next run.
+        params, raw = params_mod.read(paths.workspace)
         if search:
-            outcome = timed("tune", tune_task, paths, data_version)
+            outcome = timed("tune", tune_task, paths, params, raw, data_version)
             identity = outcome.identity
         else:
             identity = run_identity(params, data_version, paths, new_run, guard_interrupted=True)
@@ -165,15 +165,15 @@ def pipeline(workspace: str, new_run: bool = False, search: bool = False) -> dic
             registry.start_run(params, paths, identity, data_version)
         try:
             if not search:
-                outcome = timed("train", train_task, paths, identity)
+                outcome = timed("train", train_task, paths, params, identity)
             ray_runtime.shutdown(wait=False)  # Ray's part is done: its ~2 s stop overlaps evaluation
-            metrics = timed("evaluate", evaluate_task, paths, outcome)
-            version = timed("register", register_task, paths, outcome, data_version, metrics)
+            metrics = timed("evaluate", evaluate_task, paths, params, outcome)
+            version = timed("register", register_task, paths, params, outcome, data_version, metrics)
         except BaseException:
             registry.finish_run(identity.mlflow_run_id, "FAILED")  # never leave a run "RUNNING"
             raise
         # After the run is finished: a gate error must not mark the trained run FAILED.
-        promotion = timed("promote", promote_task, paths, params.model_name, version)
+        promotion = timed("promote", promote_task, paths, params, version)
     finally:
         ray_runtime.shutdown()
     return _summary(paths, params, identity, data_version, version, metrics, timings,

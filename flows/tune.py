@@ -234,12 +234,12 @@ def _settle_trial(r, parent: str, epochs: int, pbt: bool) -> dict:
     return row
 
 
-def run_search(params: Params, paths: RunPaths, data_version: str) -> TuneOutcome:
+def run_search(params: Params, base_raw: dict, paths: RunPaths, data_version: str) -> TuneOutcome:
+    """`params` resolved from `base_raw`, params.yaml as the run read it (trials lay their values over it)."""
     import ray
     from ray import tune
     if not params.tune.space:
         raise UserError("tune.space in params.yaml is empty: declare what to search (see README)")
-    base_raw = params_mod.read_raw(paths.workspace / params_mod.PARAMS_FILE)
     n_train = params_mod.training_set_size(paths.workspace, base_raw)
     ray_runtime.init(paths)
     cpus = ray.cluster_resources().get("CPU", 1)

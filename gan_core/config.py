@@ -82,8 +82,8 @@ class OptimConfig(Strict):
     betas: tuple[float, float] | None = None
     n_critic: int | None = Field(None, ge=1, description="D steps per G step")
     lr_decay_start: float | None = Field(
-        None, ge=0.0, lt=1.0, description="share of training after which both lrs decay linearly to 1%; "
-        "None = constant")
+        None, ge=0.0, le=1.0, description="share of training after which both lrs decay linearly to 1%; "
+        "1 = constant (None: the recipe's choice)")
 
     @model_validator(mode="after")
     def _betas_in_range(self):

@@ -1,6 +1,7 @@
 """Differentiable augmentation (gan_core.augment) and its use inside the training steps."""
 import copy
 import datetime
+import json
 import math
 import tempfile
 from pathlib import Path
@@ -265,6 +266,27 @@ def test_mirror_doubles_with_flips():
     x, y = images(3), torch.tensor([0, 1, 2])
     xm, ym = mirror(x, y)
     assert torch.equal(xm[:3], x) and torch.equal(xm[3:], x.flip(-1)) and ym.tolist() == [0, 1, 2, 0, 1, 2]
+
+
+# --- the small-data benchmark's plumbing (bench/small_data.py) --------------------------------------
+
+def test_small_data_bench_smoke(capsys, tmp_path):
+    from bench import small_data
+
+    out_json = tmp_path / "runs.json"
+    assert small_data.main(["--sizes", "40", "--steps", "3", "--seeds", "1", "--procs", "1",
+                            "--classifier-epochs", "1", "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| 40 ")]
+    assert [r.split("|")[2].strip() for r in rows] == ["off", "diffaugment", "adaptive"]
+    assert "goal at n=40" in out
+    runs = json.loads(out_json.read_text())["runs"]
+    assert {r["policy"] for r in runs} == {"off", "diffaugment", "adaptive"}
+    assert all(r["steps_g"] == 3 and r["n"] == 40 and 0 <= r["classes"] <= 10 and r["fd_ratio"] > 0 for r in runs)
+    labels = torch.arange(10).repeat(20)
+    idx = small_data.subset(labels, 40, 0)
+    assert (labels[idx].bincount() == 4).all()  # class-balanced
+    assert set(idx.tolist()) < set(small_data.subset(labels, 60, 0).tolist())  # nested across sizes
 
 
 # --- DDP: augmented steps keep ranks in lockstep ----------------------------------------------------

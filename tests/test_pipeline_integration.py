@@ -13,7 +13,7 @@ from conftest import ganflow
 pytestmark = pytest.mark.integration
 
 TINY = ["--set", "train.epochs=2", "--set", "classifier.epochs=2", "--set", "eval.num_samples=200",
-        "--set", "train.checkpoint_every=1", "--set", "train.num_workers=2"]
+        "--set", "train.checkpoint_every=1", "--set", "train.num_workers=2", "--set", "train.cpus_per_worker=1"]
 
 
 def test_pipeline_end_to_end_registers_a_loadable_generator(workspace):
@@ -100,7 +100,8 @@ def test_point_data_with_a_recipe_and_a_diverged_run_never_registered(workspace)
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{workspace / '.ganflow' / 'mlflow.db'}")
-    z_and_class = np.concatenate([np.zeros((3, 32)), [[0], [3], [7]]], axis=1).astype(np.float32)
+    z_dim = 2  # the points recipe's latent (gan_core/recipes.py)
+    z_and_class = np.concatenate([np.zeros((3, z_dim)), [[0], [3], [7]]], axis=1).astype(np.float32)
     assert mlflow.pyfunc.load_model("models:/ganflow-ring8/1").predict(z_and_class).shape == (3, 2)
 
     # Absurd learning rates blow up: the run stops, is recorded FAILED with its reason, never registered.

@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.servers]
 
 SCRIPT = ROOT / "scripts" / "real_servers.sh"
 TINY = ["--set", "train.epochs=2", "--set", "classifier.epochs=2", "--set", "eval.num_samples=200",
-        "--set", "train.checkpoint_every=1", "--set", "train.num_workers=2"]
+        "--set", "train.checkpoint_every=1", "--set", "train.num_workers=2", "--set", "train.cpus_per_worker=1"]
 GIT = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
 
 

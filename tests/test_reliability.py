@@ -22,7 +22,7 @@ EPOCHS = 14
 EVERY = 2
 RING = ["--set", "data.name=ring8", "--set", "data.points=4000", "--set", f"train.epochs={EPOCHS}",
         "--set", f"train.checkpoint_every={EVERY}", "--set", "train.batch_size=32", "--set", "train.num_workers=2",
-        "--set", "eval.num_samples=500"]
+        "--set", "train.cpus_per_worker=1", "--set", "eval.num_samples=500"]
 
 
 def _latest_checkpoint(ws: Path) -> int:

@@ -13,7 +13,8 @@ pytestmark = pytest.mark.integration
 
 def test_tune_records_every_trial_and_registers_the_best(workspace):
     proc = ganflow(workspace, "tune", "--set", "data.name=ring8", "--set", "data.points=2000",
-                   "--set", "train.epochs=3", "--set", "train.num_workers=1", "--set", "eval.num_samples=500",
+                   "--set", "train.epochs=3", "--set", "train.num_workers=1", "--set", "train.cpus_per_worker=1",
+                   "--set", "eval.num_samples=500",
                    "--set", "tune.grace_period=1", "--set", "tune.scheduler=asha",
                    # A grid of 3: two sane learning rates and one that diverges (a failed trial).
                    "--set", "tune.space={optim.lr_d: {grid: [0.0002, 0.001, 1.0e+30]}}",
@@ -54,7 +55,7 @@ def test_pbt_moves_the_best_weights_into_the_weaker_trial_with_mutated_values(wo
     them at the same epoch."""
     # Digits: the probe's Frechet distance separates the two trials from the first epoch on.
     proc = ganflow(workspace, "tune", "--set", "train.epochs=6", "--set", "train.num_workers=1",
-                   "--set", "train.cpus_per_worker=2",
+                   "--set", "train.cpus_per_worker=2", "--set", "optim.lr_decay_start=1",  # constant lr
                    "--set", "eval.num_samples=500", "--set", "eval.probe_samples=500",
                    "--set", "tune.scheduler=pbt", "--set", "tune.perturbation_interval=2",
                    "--set", "tune.space={optim.lr_g: {grid: [0.0005, 1.0e-9]}}", "--set", "tune.num_samples=1")
@@ -101,6 +102,7 @@ def test_synchronous_halving_compares_every_trial_at_each_rung_before_any_goes_o
     goes on. ASHA (asynchronous) lets the first trials through unchallenged, which this would catch:
     their epoch counts would not be 1, 1, 2, 3."""
     proc = ganflow(workspace, "tune", "--set", "train.epochs=3", "--set", "train.num_workers=1",
+                   "--set", "train.cpus_per_worker=1",
                    "--set", "eval.num_samples=500", "--set", "eval.probe_samples=500",
                    "--set", "tune.scheduler=sha", "--set", "tune.grace_period=1", "--set", "tune.reduction_factor=2",
                    "--set", "tune.space={optim.lr_g: {grid: [1.0e-9, 0.0005, 1.0e-8, 0.0002]}}",

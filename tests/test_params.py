@@ -151,7 +151,7 @@ def test_another_loss_gets_its_paper_optimiser_not_the_tuned_values(ws):
 def test_auto_picks_by_kind_and_size(ws):
     p = params.load(ws, ["data.name=ring8"])
     assert (p.recipe, p.model.arch, p.model.width, p.model.z_dim, p.train.batch_size) == \
-        ("points-ns-r1-wide", "mlp", 400, 2, 256)
+        ("points-ns-r1-wide", "mlp", 400, 2, RECIPES["points-ns-r1-wide"].values["train.batch_size"])
     raw = params.read_raw(ws / "params.yaml")
     # Augmentation did not help on small digit sets (bench/RESULTS.md): auto leaves it off at any size,
     # and the augmented recipe is there by name.

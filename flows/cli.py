@@ -109,9 +109,8 @@ def recipes(workspace: Path = Workspace):
     from gan_core.recipes import RECIPES
 
     for r in RECIPES.values():
-        when = (f"{r.kind}, {r.loss + ' loss' if r.loss else 'any other loss'}"
-                 + (f", up to {r.max_train} training images" if r.max_train else "") if r.auto
-                 else "never (name it: recipe: " + r.name + ")")
+        size = f", up to {r.max_train} training images" if r.max_train else ""
+        when = f"{r.kind}, {r.loss or 'any other'} loss{size}" if r.auto else f"never (name it: recipe: {r.name})"
         print(f"{r.name}\n  {r.summary}\n  auto picks it for: {when}\n  measured: {r.measured}"
               f"\n  command: {r.command}\n  sets: " + ", ".join(f"{k}={v}" for k, v in r.values.items()))
     if (workspace / params_mod.PARAMS_FILE).exists():

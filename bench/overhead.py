@@ -1,7 +1,7 @@
 """What distribution and orchestration cost next to the training itself (issue 7, benchmarks 1-3).
 
 1. Ray Train overhead: the default digits DCGAN, same data, batch and epochs, as a bare PyTorch loop
-   (gan_core.steps.train_epoch, 1 thread) vs a 1-worker TorchTrainer (flows.train.fit, 1 CPU).
+   (gan_core.steps.train_epoch, 1 thread) vs a 1-worker TorchTrainer (flows.run.train.fit, 1 CPU).
    Steady state = wall time per epoch between epoch ends after the first (reports included);
    start-up = from fit() to the end of the first epoch, minus that epoch's compute.
 2. Worker scaling on this machine: 1 worker x 2 threads vs 2 workers x 1 thread (DDP), same global
@@ -46,8 +46,8 @@ def bare_loop(params, ws: Path, threads: int) -> dict:
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    from flows.stages import load_manifest, load_split
-    from flows.train import resolve_model
+    from flows.data.load import load_manifest, load_split
+    from flows.run.identity import resolve_model
     from gan_core.ema import EMA
     from gan_core.losses import GanLoss
     from gan_core.models import build_discriminator, build_generator
@@ -72,7 +72,8 @@ def bare_loop(params, ws: Path, threads: int) -> dict:
 
 
 def ray_fit(params, paths, workers: int, cpus: int) -> dict:
-    from flows.train import fit, run_identity
+    from flows.run.train import fit
+    from flows.run.identity import run_identity
 
     p = params.model_copy(update={"train": params.train.model_copy(
         update={"num_workers": workers, "cpus_per_worker": cpus, "checkpoint_every": params.train.epochs})})
@@ -131,7 +132,9 @@ def main() -> None:
     from flows.env import configure
 
     paths = configure(ws)
-    from flows import params as params_mod, ray_runtime, stages
+    from flows import params as params_mod
+    from flows.data import stages
+    from flows.run import ray_runtime
 
     params_mod.write_overrides(ws, [f"train.epochs={args.epochs}", "eval.every=0"]
                                + ([f"train.batch_size={args.batch}"] if args.batch else []))
@@ -156,7 +159,7 @@ def main() -> None:
         pws = _workspace(tmp / "pipe")
         pipe = pipeline_overhead(pws, args.repeat)
 
-    n = len(__import__("flows.stages", fromlist=["load_split"]).load_split(ws, "train")[0])
+    n = len(__import__("flows.data.load", fromlist=["load_split"]).load_split(ws, "train")[0])
     rows = [
         ["bare loop, 1 thread", f"{bare1['epoch_s']:.3f}", f"{n / bare1['epoch_s']:.0f}", "-", "1.00"],
         ["TorchTrainer 1 worker x 1 CPU", f"{ray1['epoch_s']:.3f}", f"{n / ray1['epoch_s']:.0f}",

@@ -8,7 +8,7 @@ Recipe: bench/time_to_quality.py's RECIPES["digits"] in gan_core terms: DCGAN G/
 non-saturating + R1 0.01, Adam 3e-4 / 3e-4 betas (0, 0.99), lr decay over the second half, EMA 0.999,
 batch 32. Policies: off | diffaugment (translation, cutout, color at p = 1) | adaptive (ADA's p,
 gan_core.augment defaults: target 0.6, speed 20k images, p_max 0.8, stepped once per epoch as in
-flows/train_worker.py).
+flows/run/worker.py).
 Budget: the same number of G steps for every size (--steps, default 3,000 ~ 68 epochs of all 1,438),
 so a 100-image subset is seen ~960 times: the regime where D can memorise it. Fewer steps for small sets
 would confound "less data" with "less training".
@@ -112,7 +112,7 @@ def train_one(job: tuple[int, str, int, int, dict]) -> dict:
         if m["nonfinite"]:
             nonfinite = True
             break
-        if policy == "adaptive":  # once per epoch from the epoch's mean signal, as flows/train_worker.py
+        if policy == "adaptive":  # once per epoch from the epoch's mean signal, as flows/run/worker.py
             p = adjust_p(p, m["d_sign_real"], m["steps_d"] * BATCH, aug)
         trace.append((done, p, m.get("d_sign_real", float("nan")), m["d_acc_real"]))
     g = ema.module.eval()

@@ -150,7 +150,8 @@ def prepare(workspace: Path = Workspace,
             channels: Optional[int] = typer.Option(None, help="1 (grayscale) or 3 (RGB)")):
     """Prepare the dataset under DVC (import --source into data/raw first)."""
     paths = configure(workspace)
-    from flows import dvc, params
+    from flows import params
+    from flows.data import dvc
 
     sets = []
     if source is not None:
@@ -203,7 +204,8 @@ def import_source(source: Path, workspace: Path) -> str:
 @stage_app.command("prepare")
 def stage_prepare(workspace: Path = Workspace):
     """Build data/processed from params.yaml's data section."""
-    from flows import params, stages
+    from flows import params
+    from flows.data import stages
 
     ws = workspace.resolve()
     stages.prepare(params.load(ws), ws)
@@ -212,7 +214,8 @@ def stage_prepare(workspace: Path = Workspace):
 @stage_app.command("classifier")
 def stage_classifier(workspace: Path = Workspace):
     """Train the dataset's classifier (feature extractor for evaluation)."""
-    from flows import params, stages
+    from flows import params
+    from flows.data import stages
 
     ws = workspace.resolve()
     stages.train_classifier(params.load(ws), ws)
@@ -226,7 +229,7 @@ def sample(model: str = typer.Option(..., help="model URI, e.g. models:/ganflow-
     """Write N samples from a registered generator."""
     configure(workspace)
     from flows.evaluate import sample as draw
-    from flows.registry import load_generator
+    from flows.registry.versions import load_generator
     from gan_core.images import save_grid_png, save_scatter_png
 
     if out.suffix not in (".png", ".npy"):
@@ -244,7 +247,7 @@ def sample(model: str = typer.Option(..., help="model URI, e.g. models:/ganflow-
     print(f"wrote {n} samples to {out}")
 
 
-# --- model promotion gate, experiment comparison, UI (flows/promote.py, flows/compare.py) -------
+# --- model promotion gate, experiment comparison, UI (flows/registry/promote.py, compare.py) -------
 
 @app.command()
 def promote(model: Optional[str] = typer.Option(None, "--model", help="registered model (default: the "
@@ -257,7 +260,7 @@ def promote(model: Optional[str] = typer.Option(None, "--model", help="registere
     missing score) is an outcome the gate records, not a CLI error. Unknown model/version: exit 2."""
     paths = configure(workspace)
     from flows import params as params_mod
-    from flows.promote import promote as gate
+    from flows.registry.promote import promote as gate
 
     p = params_mod.load(paths.workspace)
     servers.check_mlflow()
@@ -276,7 +279,7 @@ def compare(experiment: Optional[str] = typer.Option(None, "--experiment", "-e",
     """Table of an experiment's runs sorted by the primary metric; HTML + PNG, logged to MLflow."""
     paths = configure(workspace)
     from flows import params as params_mod
-    from flows.compare import compare as build
+    from flows.registry.compare import compare as build
 
     servers.check_mlflow()
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from flows.stages import CLASSIFIER, load_classifier, load_manifest, load_split
+from flows.data.load import CLASSIFIER, load_classifier, load_manifest, load_split
 from gan_core import recipes
 from gan_core.classifier import predict_features
 from gan_core.images import save_comparison_png, save_pairs_png, save_scatter_png

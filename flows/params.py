@@ -361,7 +361,7 @@ def training_set_size(workspace: Path, raw: dict[str, Any]) -> int | None:
     (prepare reports those)."""
     import zipfile
 
-    from flows.stages import PROCESSED  # stages imports this module
+    from flows.data.stages import PROCESSED  # stages imports this module
     from gan_core.data import IMAGE_EXTENSIONS
 
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}

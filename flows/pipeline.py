@@ -10,16 +10,20 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows import dvc, params as params_mod, ray_runtime, registry
+from flows import params as params_mod
+from flows.data import dvc
+from flows.registry import tracking, versions
+from flows.run import ray_runtime
 from flows.env import RunPaths, configure
 from flows.params import Params
 from flows.evaluate import PRIMARY, evaluate, headline, meets_bar, render
 from flows.plots import training_curves
-from flows.stages import CLASSIFIER, PROCESSED, load_manifest
+from flows.data.load import CLASSIFIER, PROCESSED, load_manifest
 from flows.errors import TrainingFailed
 from flows.logs import quiet_expected_tracebacks
-from flows.train import RunIdentity, TrainOutcome, fit, run_identity
-from flows.tune import run_search
+from flows.run.train import fit
+from flows.run.identity import RunIdentity, TrainOutcome, run_identity
+from flows.run.tune import run_search
 from gan_core.checkpoint import generator_from_state
 from gan_core.recipes import RECIPES
 
@@ -50,7 +54,7 @@ def train_task(paths: RunPaths, params: Params, identity: RunIdentity) -> TrainO
     try:
         return fit(params, paths, identity)
     except TrainingFailed as exc:
-        registry.fail_run(identity.mlflow_run_id, str(exc))
+        tracking.fail_run(identity.mlflow_run_id, str(exc))
         raise
 
 
@@ -66,15 +70,15 @@ def evaluate_task(paths: RunPaths, params: Params, outcome: TrainOutcome) -> dic
     metrics, samples = evaluate(G, params, paths.workspace)
     bar = RECIPES[params.recipe].bar
     print(headline(metrics, bar))
-    registry.log_verdict(outcome.identity.mlflow_run_id, *meets_bar(metrics, bar))
+    tracking.log_verdict(outcome.identity.mlflow_run_id, *meets_bar(metrics, bar))
     out = paths.home / "runs" / outcome.identity.name
     out.mkdir(parents=True, exist_ok=True)
     images = {  # samples beside real holdout images; small data: also each sample's nearest training image
         **render(samples, out, paths.workspace, metrics.get("memorisation_threshold")),
         "curves": training_curves(outcome.history, out / "training_curves.png"),
     }
-    registry.log_evaluation(outcome.identity.mlflow_run_id, metrics, images)
-    registry.MlflowClient().log_artifact(outcome.identity.mlflow_run_id,
+    tracking.log_evaluation(outcome.identity.mlflow_run_id, metrics, images)
+    tracking.MlflowClient().log_artifact(outcome.identity.mlflow_run_id,
                                          str(paths.workspace / PROCESSED / "manifest.json"), "data")
     return metrics
 
@@ -86,15 +90,15 @@ def register_task(paths: RunPaths, params: Params, outcome: TrainOutcome, data_v
     tags = {
         "data_version": data_version,
         "config_hash": outcome.identity.training_hash,
-        "git_sha": registry.git_sha(paths.workspace),
+        "git_sha": tracking.git_sha(paths.workspace),
         "ray_run": outcome.identity.name,
         # Scores compare only on the same holdout with the same evaluator (the promotion gate checks).
         "evaluator_version": evaluator,
         "primary_metric": PRIMARY[manifest["kind"]],
         **{f"eval.{k}": f"{v:.6g}" for k, v in metrics.items()},
     }
-    version = registry.register(outcome.identity.mlflow_run_id, params, outcome.state, tags)
-    registry.finish_run(outcome.identity.mlflow_run_id)
+    version = versions.register(outcome.identity.mlflow_run_id, params, outcome.state, tags)
+    tracking.finish_run(outcome.identity.mlflow_run_id)
     return version
 
 
@@ -133,7 +137,7 @@ def _summary(paths, params, identity, data_version, version, metrics, timings, e
 @task(name="promote", cache_policy=NO_CACHE)
 def promote_task(paths: RunPaths, params: Params, version: str) -> dict:
     """The gate: champion only if strictly better on the same holdout and evaluator."""
-    from flows.promote import promote
+    from flows.registry.promote import promote
 
     return promote(params.model_name, version, paths, params).as_dict()
 
@@ -159,10 +163,10 @@ def pipeline(workspace: str, new_run: bool = False, search: bool = False) -> dic
             identity = outcome.identity
         else:
             identity = run_identity(params, data_version, paths, new_run, guard_interrupted=True)
-            cached = None if new_run else registry.version_for_run(params.model_name, identity.name)
+            cached = None if new_run else versions.version_for_run(params.model_name, identity.name)
             if cached:
                 return _unchanged(paths, params, identity, data_version, *cached, timings)
-            registry.start_run(params, paths, identity, data_version)
+            tracking.start_run(params, paths, identity, data_version)
         try:
             if not search:
                 outcome = timed("train", train_task, paths, params, identity)
@@ -170,7 +174,7 @@ def pipeline(workspace: str, new_run: bool = False, search: bool = False) -> dic
             metrics = timed("evaluate", evaluate_task, paths, params, outcome)
             version = timed("register", register_task, paths, params, outcome, data_version, metrics)
         except BaseException:
-            registry.finish_run(identity.mlflow_run_id, "FAILED")  # never leave a run "RUNNING"
+            tracking.finish_run(identity.mlflow_run_id, "FAILED")  # never leave a run "RUNNING"
             raise
         # After the run is finished: a gate error must not mark the trained run FAILED.
         promotion = timed("promote", promote_task, paths, params, version)

@@ -27,23 +27,23 @@ ORDER = ["ring8-wgangp", "ring8-hinge", "ring8-ns", "ring8-diverged"]
 
 def log_runs(paths) -> dict[str, str]:
     """The experiment a few pipeline runs leave behind: three scored, one diverged (FAILED)."""
-    from flows import registry
+    from flows.registry import tracking
     from flows.params import Params
-    from flows.train import RunIdentity
+    from flows.run.identity import RunIdentity
 
     ids = {}
     for name, (overrides, metrics) in RUNS.items():
         params = Params.model_validate({"data": {"name": "ring8", "points": 500}, "model": {"arch": "auto"},
                                         **overrides})
         identity = RunIdentity(name, params.training_hash(), "d41d8cd98f00b204e9800998ecf8427e")
-        run_id = registry.start_run(params, paths, identity, identity.data_version)
+        run_id = tracking.start_run(params, paths, identity, identity.data_version)
         if metrics is None:
-            registry.MlflowClient().set_tag(run_id, "ganflow.failure",
+            tracking.MlflowClient().set_tag(run_id, "ganflow.failure",
                                             "training diverged: NaN/Inf in loss_d at epoch 1 (lr too high?)")
-            registry.finish_run(run_id, "FAILED")
+            tracking.finish_run(run_id, "FAILED")
         else:
-            registry.log_evaluation(run_id, {**metrics, "num_modes": 8}, {})
-            registry.finish_run(run_id)
+            tracking.log_evaluation(run_id, {**metrics, "num_modes": 8}, {})
+            tracking.finish_run(run_id)
         ids[name] = run_id
     return ids
 
@@ -51,7 +51,7 @@ def log_runs(paths) -> dict[str, str]:
 def test_compare_sorts_runs_by_the_primary_metric_and_logs_a_report(tmp_path, empty_store, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from flows.compare import compare
+    from flows.registry.compare import compare
     from flows.errors import UserError
     from flows.params import Params
 

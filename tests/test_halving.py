@@ -1,7 +1,7 @@
 """Successive halving's rungs (the scheduler itself runs under real Tune in test_tune_integration)."""
 from __future__ import annotations
 
-from flows.halving import rungs
+from flows.run.halving import rungs
 
 
 def test_rungs_are_grace_times_powers_of_the_factor_below_the_budget():

@@ -16,7 +16,8 @@ from PIL import Image
 
 from flows.evaluate import Evaluator, headline, judge_protocol, meets_bar, render
 from flows.params import Params
-from flows.stages import CLASSIFIER, PROCESSED, load_split, prepare
+from flows.data.load import CLASSIFIER, PROCESSED, load_split
+from flows.data.stages import prepare
 from gan_core.classifier import Classifier
 from gan_core.data import load_digits, split, train_val_holdout
 from gan_core.metrics import memorisation, pixel_space, scaled_kid

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from flows import stages
+from flows.data import load, stages
 from flows.params import Params
 from gan_core.classifier import (ROTATIONS, Classifier, SelfSupervisedJudge, predict_features, rotation_accuracy,
                                  train_classifier, train_self_supervised)
@@ -103,7 +103,7 @@ def test_classifier_stage_trains_a_self_supervised_judge_for_one_class(tmp_path,
     info = stages.train_classifier(params, ws)
     line = capsys.readouterr().out.splitlines()[-1]
     assert "rotation accuracy" in line and "holdout accuracy" not in line
-    on_disk = json.loads((ws / stages.CLASSIFIER / "classifier.json").read_text())
+    on_disk = json.loads((ws / load.CLASSIFIER / "classifier.json").read_text())
     assert on_disk == info
     assert info["judge"] == "self-supervised" and info["labelled"] is False and info["num_classes"] == 1
     assert "holdout_accuracy" not in info and 0.0 <= info["holdout_rotation_accuracy"] <= 1.0
@@ -111,9 +111,9 @@ def test_classifier_stage_trains_a_self_supervised_judge_for_one_class(tmp_path,
     other = Params(data={"name": "scans", "source": str(src)}, classifier={"epochs": 2}, eval={"seed": 7})
     assert stages.train_classifier(other, ws)["evaluator_version"] != info["evaluator_version"]  # protocol names it
     info = stages.train_classifier(params, ws)
-    model, loaded = stages.load_classifier(ws)
+    model, loaded = load.load_classifier(ws)
     assert isinstance(model, SelfSupervisedJudge) and loaded == info
-    x_ho, _ = stages.load_split(ws, "holdout")
+    x_ho, _ = load.load_split(ws, "holdout")
     feats, labels = predict_features(model, x_ho)
     assert feats.shape == (len(x_ho), 64) and np.all(labels == 0) and np.isfinite(feats).all()
 
@@ -130,5 +130,5 @@ def test_classifier_stage_keeps_the_classifier_for_labelled_images(tmp_path, one
     stages.prepare(params, ws)
     info = stages.train_classifier(params, ws)
     assert info["judge"] == "classifier" and info["labelled"] is True and info["num_classes"] == 2
-    model, _ = stages.load_classifier(ws)
+    model, _ = load.load_classifier(ws)
     assert type(model) is Classifier and model.head.out_features == 2

@@ -71,7 +71,7 @@ def test_a_generator_that_replays_real_images_scores_a_frechet_ratio_near_one_at
     import torch
 
     from flows.evaluate import Evaluator
-    from flows.stages import load_split
+    from flows.data.load import load_split
 
     assert ganflow(workspace, "prepare").returncode == 0
     real, _ = load_split(workspace, "train")

@@ -94,15 +94,15 @@ def make_version(paths, params, score: float | None, *, status: str = "FINISHED"
     """Register a version the way the pipeline's register task does, with hand-set tags."""
     from mlflow.tracking import MlflowClient
 
-    from flows import registry
+    from flows.registry import tracking, versions
 
     client = MlflowClient()
-    run = client.create_run(registry.experiment_id(params, paths), tags={"ganflow.data_version": data_version})
+    run = client.create_run(tracking.experiment_id(params, paths), tags={"ganflow.data_version": data_version})
     tags = {"data_version": data_version, "evaluator_version": evaluator, "primary_metric": metric,
             "config_hash": "test", "git_sha": "none", "ray_run": "none"}
     if score is not None:
         tags[f"eval.{metric}"] = f"{score:.6g}"  # as register_task writes it: nan/inf included
-    version = registry.register(run.info.run_id, params, state or tiny_state(), tags)
+    version = versions.register(run.info.run_id, params, state or tiny_state(), tags)
     if status == "FAILED":
         client.set_tag(run.info.run_id, "ganflow.failure", "diverged: NaN/Inf in loss_d at epoch 2")
     client.set_terminated(run.info.run_id, status)  # register() ends its run FINISHED
@@ -122,7 +122,7 @@ def vtags(name: str, version: str) -> dict[str, str]:
 
 
 def test_better_version_replaces_the_champion_worse_and_equal_are_kept(store, one_thread):
-    from flows.promote import promote
+    from flows.registry.promote import promote
 
     p = ring8_params()
     name = p.model_name
@@ -151,7 +151,7 @@ def test_better_version_replaces_the_champion_worse_and_equal_are_kept(store, on
 
 
 def test_nan_inf_missing_scores_and_failed_runs_are_rejected_never_promoted(store, one_thread, capsys):
-    from flows.promote import promote
+    from flows.registry.promote import promote
 
     p = ring8_params()
     name = p.model_name
@@ -175,7 +175,7 @@ def test_nan_inf_missing_scores_and_failed_runs_are_rejected_never_promoted(stor
 
 
 def test_promoting_the_champion_again_is_harmless(store, one_thread):
-    from flows.promote import promote
+    from flows.registry.promote import promote
 
     p = ring8_params()
     name = p.model_name
@@ -192,7 +192,7 @@ def test_promoting_the_champion_again_is_harmless(store, one_thread):
 
 def test_unknown_model_or_version_is_a_user_error(store, one_thread):
     from flows.errors import UserError
-    from flows.promote import promote
+    from flows.registry.promote import promote
 
     p = ring8_params()
     make_version(store, p, 0.4)
@@ -209,7 +209,7 @@ def test_four_concurrent_promotions_end_with_the_best_as_champion(store, one_thr
 
     from mlflow.tracking import MlflowClient
 
-    from flows.promote import promote
+    from flows.registry.promote import promote
 
     p = ring8_params()
     name = p.model_name
@@ -218,10 +218,10 @@ def test_four_concurrent_promotions_end_with_the_best_as_champion(store, one_thr
     scores = {make_version(store, p, s): s for s in (0.7, 0.2, 0.5, 0.4)}
     best, worst = min(scores, key=scores.get), max(scores, key=scores.get)
 
-    # Four processes, each running flows.promote.promote at once. Not fork: a forked child would share
+    # Four processes, each running flows.registry.promote.promote at once. Not fork: a forked child would share
     # this process's SQLite connections. The fork server imports MLflow once and forks clean workers.
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["flows.promote", "mlflow.tracking", "mlflow.store.model_registry.sqlalchemy_store"])
+    ctx.set_forkserver_preload(["flows.registry.promote", "mlflow.tracking", "mlflow.store.model_registry.sqlalchemy_store"])
     procs = [ctx.Process(target=promote, args=(name, v, store, p), kwargs={"echo": False}) for v in scores]
     for proc in procs:
         proc.start()
@@ -286,8 +286,9 @@ def _collapsed_generator(width: int = 8):
 
 def test_scores_from_another_evaluator_are_recomputed_on_the_current_holdout(
         workspace, empty_store, monkeypatch, one_thread):
-    from flows import params as params_mod, stages
-    from flows.promote import promote
+    from flows import params as params_mod
+    from flows.data import stages
+    from flows.registry.promote import promote
 
     paths = open_store(workspace, workspace / ".ganflow", empty_store, monkeypatch)
     p = params_mod.load(workspace, ["data.name=ring8", "data.points=500", "eval.num_samples=1000"])

@@ -1,4 +1,4 @@
-"""flows.ray_runtime with a real local Ray: the pipeline stops Ray in the background after training."""
+"""flows.run.ray_runtime with a real local Ray: the pipeline stops Ray in the background after training."""
 from __future__ import annotations
 
 import subprocess
@@ -10,7 +10,7 @@ SCRIPT = """
 import sys, time
 from pathlib import Path
 import ray
-from flows import ray_runtime
+from flows.run import ray_runtime
 from flows.env import configure
 
 paths = configure(Path(sys.argv[1]))

@@ -158,7 +158,7 @@ def test_pipeline_on_real_servers(workspace: Path, servers, tmp_path: Path):
     assert {w["node_id"] for w in workers} == {n["node_id"] for n in alive}, workers
 
     # 2. MLflow server: the version with its tags, per-epoch metrics logged by the rank-0 Ray worker
-    # (it got MLFLOW_TRACKING_URI through flows/ray_runtime.py), artifacts proxied into the server's store.
+    # (it got MLFLOW_TRACKING_URI through flows/run/ray_runtime.py), artifacts proxied into the server's store.
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=v["MLFLOW_TRACKING_URI"], registry_uri=v["MLFLOW_TRACKING_URI"])

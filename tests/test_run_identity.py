@@ -11,7 +11,7 @@ import pytest
 from flows import params as params_mod
 from flows.env import RunPaths
 from flows.errors import UserError
-from flows.train import RunIdentity, record_identity, run_identity
+from flows.run.identity import RunIdentity, record_identity, run_identity
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,7 +21,7 @@ def _calls(name: str):
 
 
 def test_sources_are_found():
-    assert len(SOURCES) > 20 and any(p.name == "train_worker.py" for p in SOURCES)
+    assert len(SOURCES) > 20 and any(p.name == "worker.py" for p in SOURCES)
 
 
 def test_every_torch_load_is_weights_only():

@@ -3,7 +3,7 @@
 Ray Train V2 cannot be a Tune trainable itself (`Tuner(TorchTrainer)` fails), so each trial is a
 small driver function that builds its own TorchTrainer and forwards the workers' reports to Tune
 (with the checkpoints, which PBT copies between trials). Every trial is an MLflow child run of one
-parent run; successive halving (synchronous by default, flows/halving.py, or Ray's ASHA) stops weak
+parent run; successive halving (synchronous by default, flows/run/halving.py, or Ray's ASHA) stops weak
 trials early on the per-epoch probe of the primary metric (`score`, lower is better); PBT replaces the
 weakest trials' weights by the best ones' and mutates their values."""
 from __future__ import annotations
@@ -21,12 +21,14 @@ from typing import Any
 import torch
 
 from flows import params as params_mod
-from flows import ray_runtime, registry
+from flows.registry import tracking
+from flows.run import ray_runtime
 from flows.env import RunPaths
 from flows.errors import TrainingFailed, UserError
 from flows.params import Params
-from flows.train import TrainOutcome, fit, run_identity
-from flows.train_worker import STATE_FILE
+from flows.run.train import fit
+from flows.run.identity import TrainOutcome, run_identity
+from flows.run.worker import STATE_FILE
 
 
 @dataclass
@@ -49,7 +51,7 @@ def _scheduler(params: Params, stops: list[int], population: int, at_once: int):
 
     s = params.tune
     if s.scheduler == "sha":
-        from flows.halving import SyncHalving
+        from flows.run.halving import SyncHalving
 
         return SyncHalving(stops, s.reduction_factor, population, at_once)
     if s.scheduler == "asha":
@@ -76,7 +78,7 @@ def _stops(params: Params) -> list[int]:
     if s.scheduler == "pbt":
         return list(range(s.perturbation_interval + 1, epochs, s.perturbation_interval))
     if s.scheduler in ("asha", "sha"):
-        from flows.halving import rungs
+        from flows.run.halving import rungs
 
         return rungs(s.grace_period, s.reduction_factor, epochs)
     return []
@@ -111,7 +113,7 @@ class _ReportToTune:
 def _callback(queue, with_checkpoint: bool):
     from ray.train.v2.api.callback import UserCallback
 
-    # Subclassed here so that importing flows.tune does not import Ray Train.
+    # Subclassed here so that importing flows.run.tune does not import Ray Train.
     return type("ReportToTune", (_ReportToTune, UserCallback), {})(queue, with_checkpoint)
 
 
@@ -135,14 +137,14 @@ def _run_trial(config: dict[str, Any], base_raw: dict, n_train: int | None, path
     if init_state is not None:
         print(f"[ganflow] trial {trial_id}: " + (f"continuing another trial's weights at epoch {start_epoch} "
               f"(trial {donor}) with {config}" if donor else f"resuming its own checkpoint at epoch {start_epoch}"))
-        identity.mlflow_run_id = registry.find_trial_run(parent, trial_id)  # one MLflow run per trial
-    registry.start_run(p, paths, identity, data_version, parent_run_id=parent, extra_tags={"ganflow.trial_id": trial_id})
+        identity.mlflow_run_id = tracking.find_trial_run(parent, trial_id)  # one MLflow run per trial
+    tracking.start_run(p, paths, identity, data_version, parent_run_id=parent, extra_tags={"ganflow.trial_id": trial_id})
     while start_epoch < epochs:  # a trial paused at the very last epoch has nothing left to do
         if start_epoch:
             # A Ray Train run of its own (a reused name would resume that run's stale checkpoint instead).
             identity.name = f"{base_name}-e{start_epoch}"
         # The values this trial trains with from here on (PBT changes them): tags, and metrics over epochs.
-        registry.record_trial_config(identity, config, start_epoch, donor)
+        tracking.record_trial_config(identity, config, start_epoch, donor)
         donor = None
         # PBT, ASHA and SHA act on the report at a stop: train in segments that end there, and send that
         # report only once the segment's TorchTrainer has shut down, so that pausing or stopping this
@@ -151,7 +153,7 @@ def _run_trial(config: dict[str, Any], base_raw: dict, n_train: int | None, path
         stop = min([e for e in stops if e > start_epoch] + [epochs])
         init_state = _fit_segment(p, paths, identity, init_state, stop, bool(stops))
         start_epoch = stop
-    registry.finish_run(identity.mlflow_run_id)
+    tracking.finish_run(identity.mlflow_run_id)
 
 
 def _fit_segment(p: Params, paths: RunPaths, identity, init_state: dict | None, stop: int,
@@ -184,7 +186,7 @@ def _fit_segment(p: Params, paths: RunPaths, identity, init_state: dict | None, 
     thread.join()
     if (error := box.get("error")) is not None:
         if isinstance(error, TrainingFailed):
-            registry.fail_run(identity.mlflow_run_id, str(error))
+            tracking.fail_run(identity.mlflow_run_id, str(error))
         raise error
     if last is not None:
         tune.report(last[0], checkpoint=last[1])
@@ -219,18 +221,18 @@ def _settle_trial(r, parent: str, epochs: int, pbt: bool) -> dict:
         status, reason = "error", f"diverged: NaN/Inf at epoch {iters}"
     else:
         status, reason = "ok", None if iters >= epochs else f"stopped early by the scheduler at epoch {iters}"
-    run_id = registry.find_trial_run(parent, r.metrics.get("trial_id") if r.metrics else None)
+    run_id = tracking.find_trial_run(parent, r.metrics.get("trial_id") if r.metrics else None)
     if run_id:
         if status == "error":
-            registry.fail_run(run_id, reason)
+            tracking.fail_run(run_id, reason)
         else:
             if reason:
-                registry.MlflowClient().set_tag(run_id, "ganflow.stopped", reason)
-            registry.finish_run(run_id)
+                tracking.MlflowClient().set_tag(run_id, "ganflow.stopped", reason)
+            tracking.finish_run(run_id)
     row = {"config": r.config, "score": min(finite) if finite else math.nan, "epochs": iters,
            "status": status, "reason": reason, "mlflow_run_id": run_id}
     if pbt:
-        row["pbt_exploit_epochs"] = registry.exploit_epochs(run_id) if run_id else []
+        row["pbt_exploit_epochs"] = tracking.exploit_epochs(run_id) if run_id else []
     return row
 
 
@@ -253,7 +255,7 @@ def run_search(params: Params, base_raw: dict, paths: RunPaths, data_version: st
     at_once = s.max_concurrent or fits
     concurrent = None if s.scheduler in ("pbt", "sha") else at_once
     population = s.num_samples * math.prod(len(v["grid"]) for v in s.space.values() if "grid" in v)
-    parent = registry.start_parent_run(params, paths, data_version, s.model_dump(mode="json"))
+    parent = tracking.start_parent_run(params, paths, data_version, s.model_dump(mode="json"))
     stops = _stops(params)
     trainable = tune.with_parameters(_run_trial, base_raw=base_raw, n_train=n_train, paths=paths,
                                      data_version=data_version, parent=parent, stops=tuple(stops))
@@ -287,7 +289,7 @@ def run_search(params: Params, base_raw: dict, paths: RunPaths, data_version: st
         print(f"Tune: PBT made {exploits} exploit(s) over {len(trials)} trials{why}")
     ok = [r for r, t in zip(grid, trials) if t["status"] == "ok"]
     if not ok:
-        registry.fail_run(parent, "every trial failed")
+        tracking.fail_run(parent, "every trial failed")
         raise TrainingFailed(f"every one of {len(trials)} tune trials failed: {[t['reason'] for t in trials]}")
     best = min(ok, key=lambda r: r.metrics["score"])
     state_dir = Path(best.metrics["checkpoint_path"])
@@ -295,8 +297,8 @@ def run_search(params: Params, base_raw: dict, paths: RunPaths, data_version: st
     best_params = trial_params(base_raw, best.config, n_train)
     identity = run_identity(best_params, data_version, paths)
     identity.name = state_dir.parent.name
-    identity.mlflow_run_id = registry.find_child_run(parent, identity.name)
-    registry.log_trials(parent, trials, best.config, time.perf_counter() - started)
+    identity.mlflow_run_id = tracking.find_child_run(parent, identity.name)
+    tracking.log_trials(parent, trials, best.config, time.perf_counter() - started)
     print(f"Tune: best trial {identity.name} score {best.metrics['score']:.4f} with {best.config}")
     return TuneOutcome(TrainOutcome(identity, state, state["history"], 0, time.perf_counter() - started),
                        parent, trials)

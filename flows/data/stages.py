@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flows.data.load import CLASSIFIER, PROCESSED, load_manifest, load_split, md5
 from flows.errors import UserError
 from flows.params import Params
 from gan_core import classifier as clf
@@ -17,17 +18,7 @@ from gan_core import data as gdata
 from gan_core.metrics import class_histogram
 from gan_core.toy_data import sample_toy, toy_modes
 
-PROCESSED = Path("data/processed")
-CLASSIFIER = Path("data/classifier")
 SHOW_SKIPPED = 5  # skipped files listed by `prepare`; the manifest has every one
-
-
-def md5(path: Path) -> str:
-    h = hashlib.md5()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _load_source(params: Params, workspace: Path):
@@ -93,23 +84,6 @@ def prepare(params: Params, workspace: Path) -> dict:
     return manifest
 
 
-def load_split(workspace: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    path = workspace / PROCESSED / f"{split}.pt"
-    if not path.exists():
-        if split == "val" and (workspace / PROCESSED / "holdout.pt").exists():
-            # Prepared before the validation split existed; DVC sees no changed dependency to rerun.
-            raise UserError(f"{path} is missing: the data was prepared before the validation split existed; "
-                            "run `dvc repro --force prepare` once (or add `val_fraction: 0.1` under `data:` "
-                            "in params.yaml)")
-        raise UserError(f"{path} is missing: run the prepare stage first (`ganflow prepare` or `dvc repro`)")
-    blob = torch.load(path, weights_only=True)
-    return blob["x"], blob["y"]
-
-
-def load_manifest(workspace: Path) -> dict:
-    return json.loads((workspace / PROCESSED / "manifest.json").read_text())
-
-
 def train_classifier(params: Params, workspace: Path) -> dict:
     """The dataset's own feature extractor for Fréchet distance (no Inception download).
 
@@ -161,15 +135,3 @@ def train_classifier(params: Params, workspace: Path) -> dict:
     return info
 
 
-def load_classifier(workspace: Path) -> tuple[clf.Classifier, dict]:
-    """The judge the classifier stage trained, and its classifier.json. A file without "judge"
-    predates the self-supervised judge: a classifier."""
-    info_path = workspace / CLASSIFIER / "classifier.json"
-    if not info_path.exists():
-        raise UserError(f"{info_path} is missing: run the classifier stage first (`dvc repro`)")
-    info = json.loads(info_path.read_text())
-    in_shape = tuple(info["in_shape"])
-    model = (clf.SelfSupervisedJudge(in_shape, info["feature_dim"]) if info.get("judge") == "self-supervised"
-             else clf.Classifier(in_shape, info["num_classes"], info["feature_dim"]))
-    model.load_state_dict(torch.load(workspace / CLASSIFIER / "classifier.pt", weights_only=True))
-    return model.eval(), info

@@ -279,7 +279,7 @@ def _workspace_metric(paths: RunPaths, params: Params) -> str:
     from flows.evaluate import PRIMARY
 
     try:
-        from flows.stages import load_manifest
+        from flows.data.load import load_manifest
 
         return PRIMARY[load_manifest(paths.workspace)["kind"]]
     except (OSError, KeyError, ValueError):
@@ -292,7 +292,7 @@ class _Rescorer:
 
     def __init__(self, client, name: str, paths: RunPaths, params: Params):
         from flows import evaluate as ev
-        from flows.stages import CLASSIFIER, PROCESSED, load_manifest
+        from flows.data.load import CLASSIFIER, PROCESSED, load_manifest
 
         ws = paths.workspace
         info = ws / CLASSIFIER / "classifier.json"
@@ -313,7 +313,7 @@ class _Rescorer:
         return self.evaluator.score(G, *self.protocol, full=False)[0]
 
     def score(self, version: str) -> float | None:
-        from flows.registry import load_generator
+        from flows.registry.versions import load_generator
 
         G = load_generator(f"models:/{self.name}/{version}")
         value = float(self._metrics(G)[self.metric])
@@ -331,7 +331,7 @@ class _Rescorer:
 def _data_version(workspace: Path, manifest: dict) -> str:
     """DVC's md5 of data/processed; without a dvc.lock (data prepared outside DVC), a hash of the
     manifest's file checksums, prefixed so the two are never mistaken for each other."""
-    from flows import dvc
+    from flows.data import dvc
 
     try:
         return dvc.data_version(workspace)

@@ -1,0 +1,140 @@
+"""Run bookkeeping, Ray-free: what names a run (its identity: hyper-parameters + data version), the record
+kept in its folder, resume points and interrupted runs. `ganflow sample`, `promote` and `compare` import
+this without loading Ray Train or Tune.
+
+A run is named by what determines its weights. Ray Train resumes silently when a name + storage path is
+reused, so we make that explicit: the same command resumes (and says so); a run folder whose recorded
+identity differs is refused."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flows.env import RunPaths
+from flows.errors import UserError
+from flows.params import Params, flatten
+from gan_core.config import ModelConfig
+
+
+IDENTITY_FILE = "ganflow_run.json"
+
+
+@dataclass
+
+
+class RunIdentity:
+    name: str
+    training_hash: str
+    data_version: str
+    mlflow_run_id: str | None = None
+    # running (or killed: nothing updates it then) | finished | diverged | failed | abandoned
+    status: str = "running"
+    params: dict = field(default_factory=dict)  # the training key, to name what changed
+    trial: bool = False  # a Tune trial: schedulers stop these early by design, they are not "interrupted"
+
+    @property
+    def key(self) -> dict:
+        return {"training_hash": self.training_hash, "data_version": self.data_version}
+
+
+@dataclass
+
+
+class TrainOutcome:
+    identity: RunIdentity
+    state: dict  # gan_core.checkpoint.training_state of the last checkpoint
+    history: list[dict]
+    resumed_from_epoch: int
+    wall_s: float
+
+
+def resolve_model(params: Params, manifest: dict) -> ModelConfig:
+    """params.model made concrete for this data: `auto` arch, class count for conditioning."""
+    cfg = params.model
+    points = manifest["kind"] == "points"
+    arch = cfg.arch if cfg.arch != "auto" else ("mlp" if points else "dcgan")
+    if points != (arch == "mlp"):
+        raise UserError(f"model.arch {arch!r} does not fit {manifest['kind']} data: use "
+                        f"{'mlp' if points else 'dcgan or resnet'} (or auto)")
+    num_classes = len(manifest["classes"]) if cfg.conditional else None
+    if cfg.conditional and num_classes < 2:
+        raise UserError("model.conditional needs labelled data with at least 2 classes "
+                        "(image folders: one sub-folder per class)")
+    return cfg.model_copy(update={"arch": arch, "num_classes": num_classes})
+
+
+def run_identity(params: Params, data_version: str, paths: RunPaths, new_run: bool = False,
+                 guard_interrupted: bool = False) -> RunIdentity:
+    """The run these params + data make. With guard_interrupted (the pipeline), an interrupted run of
+    the same data with other hyper-parameters is refused rather than silently left behind."""
+    h = params.training_hash()
+    digest = hashlib.sha256(f"{h}:{data_version}".encode()).hexdigest()[:10]
+    name = f"{params.data.name}-{digest}"
+    if new_run:
+        name += time.strftime("-%Y%m%d-%H%M%S")
+    identity = RunIdentity(name, h, data_version, params=params.training_key())
+    recorded = _read_identity(paths, name)
+    if recorded is not None:
+        if {k: recorded.get(k) for k in identity.key} != identity.key:
+            raise UserError(f"run folder {paths.ray_results / name} belongs to other hyper-parameters or data "
+                            f"({recorded}); rerun with --new-run to start a separate run")
+        identity.mlflow_run_id = recorded.get("mlflow_run_id")
+    if guard_interrupted:
+        others = [r for r in interrupted_runs(paths, params.data.name, data_version) if r["name"] != name]
+        if others and not new_run:
+            raise UserError(_changed_params_message(others[0], identity, paths))
+        for other in others:  # the user asked for a new run: these no longer block later runs
+            record_identity(RunIdentity(**{**other, "status": "abandoned"}), paths)
+    return identity
+
+
+def _read_identity(paths: RunPaths, name: str) -> dict | None:
+    path = paths.ray_results / name / IDENTITY_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def interrupted_runs(paths: RunPaths, dataset: str, data_version: str) -> list[dict]:
+    """Runs of this data that stopped before finishing (killed or failed) and hold a checkpoint."""
+    found = []
+    for path in sorted(paths.ray_results.glob(f"{dataset}-*/{IDENTITY_FILE}")):
+        rec = json.loads(path.read_text())
+        if (rec.get("status", "finished") in ("running", "failed") and not rec.get("trial")
+                and rec.get("data_version") == data_version and last_checkpoint_epoch(path.parent) is not None):
+            found.append(rec)
+    return found
+
+
+def _changed_params_message(old: dict, new: RunIdentity, paths: RunPaths) -> str:
+    a, b = flatten(old.get("params", {})), flatten(new.params)
+    changed = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    epoch = last_checkpoint_epoch(paths.ray_results / old["name"])
+    return (f"run {old['name']} stopped after epoch {epoch} and its hyper-parameters differ from params.yaml ("
+            + ("; ".join(changed[:8]) or "unrecorded") + "). Restore them to resume that run, "
+            "or pass --new-run to leave it and start a new run with these settings.")
+
+
+def record_identity(identity: RunIdentity, paths: RunPaths) -> None:
+    folder = paths.ray_results / identity.name
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / (IDENTITY_FILE + ".tmp")
+    tmp.write_text(json.dumps(dataclasses.asdict(identity), indent=2))
+    tmp.replace(folder / IDENTITY_FILE)  # atomic: a crash never leaves half a file
+
+
+def last_checkpoint_epoch(run_dir: Path) -> int | None:
+    """The epoch to resume at: from Ray's own record of persisted checkpoints (a checkpoint folder that
+    a crash left half-copied is never in it), so a partial write is never resumed from."""
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+    if not snapshot.exists():
+        return None
+    latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
+    return int(latest["checkpoint_dir_name"].split("_")[1]) + 1 if latest else None
+
+
+def settle(identity: RunIdentity, paths: RunPaths, status: str) -> None:
+    identity.status = status
+    record_identity(identity, paths)

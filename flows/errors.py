@@ -7,3 +7,7 @@ class UserError(Exception):
 
 class TrainingFailed(RuntimeError):
     """Training ended without a usable model (worker errors beyond max_failures, NaN/Inf)."""
+
+
+class TrainingDiverged(TrainingFailed):
+    """NaN/Inf in training: deterministic, so retrying the same run would only diverge again."""

@@ -19,7 +19,7 @@ from flows.params import Params
 from flows.evaluate import PRIMARY, evaluate, headline, meets_bar, render
 from flows.plots import training_curves
 from flows.data.load import CLASSIFIER, PROCESSED, load_manifest
-from flows.errors import TrainingFailed
+from flows.errors import TrainingDiverged, TrainingFailed
 from flows.logs import quiet_expected_tracebacks
 from flows.run.train import fit
 from flows.run.identity import RunIdentity, TrainOutcome, run_identity
@@ -34,8 +34,8 @@ def _retry_unless_diverged(task, task_run, state) -> bool:
     # A NaN/Inf is deterministic: retrying the same run only repeats it. Worker crashes are worth one.
     try:
         state.result()
-    except TrainingFailed as exc:
-        return "diverged" not in str(exc)
+    except TrainingDiverged:
+        return False
     except Exception:
         return True
     return False

@@ -8,18 +8,12 @@ import matplotlib
 matplotlib.use("Agg")  # headless: no display on servers or CI
 import matplotlib.pyplot as plt  # noqa: E402
 
-_PANELS = (
-    ("losses", ("loss_d", "loss_g")),
-    ("D accuracy (0.5 = equilibrium)", ("d_acc_real", "d_acc_fake")),
-    ("Wasserstein estimate E[D(x)]-E[D(G(z))]", ("wasserstein",)),
-    ("gradient norms", ("grad_norm_d", "grad_norm_g")),
-)
-
+from flows.conventions import PANELS, completed  # noqa: E402
 
 def training_curves(history: list[dict], path: Path) -> Path:
-    epochs = [h["epoch"] + 1 for h in history]
+    epochs = [completed(h["epoch"]) for h in history]
     fig, axes = plt.subplots(2, 2, figsize=(10, 7))
-    for ax, (title, keys) in zip(axes.flat, _PANELS):
+    for ax, (title, keys) in zip(axes.flat, PANELS):
         for k in keys:
             if history and k in history[0]:
                 ax.plot(epochs, [h[k] for h in history], label=k)

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flows.conventions import EVAL_PREFIX
 from flows.env import RunPaths
 from flows.errors import UserError
 
@@ -65,8 +66,8 @@ def compare(paths: RunPaths, experiment: str | None = None, out: Path | None = N
         raise UserError(f"experiment {experiment!r} has no training runs yet (run `ganflow pipeline` first)")
 
     primary = _primary(runs, params)
-    metric = f"eval/{primary}"
-    eval_metrics = sorted({k for r in runs for k in r.data.metrics if k.startswith("eval/")},
+    metric = f"{EVAL_PREFIX}{primary}"
+    eval_metrics = sorted({k for r in runs for k in r.data.metrics if k.startswith(EVAL_PREFIX)},
                           key=lambda k: (k != metric, k))
     rows = sorted((_row(r, primary) for r in runs), key=lambda row: _sort_key(row, metric))
     for i, row in enumerate(rows, 1):
@@ -90,7 +91,7 @@ def _primary(runs, params) -> str:
 
     present = {k for r in runs for k in r.data.metrics}
     for name in (PRIMARY["images"], PRIMARY["points"]):
-        if f"eval/{name}" in present:
+        if f"{EVAL_PREFIX}{name}" in present:
             return name
     if params is not None:  # nothing scored yet: go by the workspace's data
         return PRIMARY["points" if params.data.is_points else "images"]
@@ -124,7 +125,7 @@ def _row(run, primary: str) -> dict:
         "duration_s": duration,
         "running": info.status == "RUNNING" and not info.end_time,
         "start": info.start_time or 0,
-        "metrics": {k: v for k, v in run.data.metrics.items() if k.startswith("eval/")},
+        "metrics": {k: v for k, v in run.data.metrics.items() if k.startswith(EVAL_PREFIX)},
         "failure": tags.get("ganflow.failure", ""),
     }
 
@@ -164,14 +165,14 @@ def _num(x) -> str:
 
 
 def _columns(metric: str) -> list[tuple[str, callable]]:
-    name = metric.removeprefix("eval/")
+    name = metric.removeprefix(EVAL_PREFIX)
     cols = [
         ("#", lambda r: str(r["rank"]) if r["rank"] else "-"),
         ("run", lambda r: r["run"]),
         ("status", lambda r: r["status"]),
         (metric + " (lower=better)", lambda r: _num(r["metrics"].get(metric))),
     ]
-    cols += [(m, lambda r, m=m: _num(r["metrics"].get(f"eval/{m}"))) for m in SECONDARY.get(name, ())]
+    cols += [(m, lambda r, m=m: _num(r["metrics"].get(f"{EVAL_PREFIX}{m}"))) for m in SECONDARY.get(name, ())]
     cols += [
         ("loss", lambda r: r["loss"]),
         ("optimizer lr", lambda r: r["optim"]),
@@ -275,7 +276,7 @@ def _log(client, experiment_id: str, result: Comparison) -> str:
         best = next((r for r in result.rows if r["rank"] == 1), None)
         if best is not None:
             client.set_tag(run_id, "ganflow.best_run", best["run_id"])
-            client.log_metric(run_id, f"best/{result.metric.removeprefix('eval/')}", best["metrics"][result.metric])
+            client.log_metric(run_id, f"best/{result.metric.removeprefix(EVAL_PREFIX)}", best["metrics"][result.metric])
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise

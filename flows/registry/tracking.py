@@ -12,6 +12,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from flows import env
+from flows.conventions import EVAL_PREFIX
 from flows.env import RunPaths
 from flows.errors import UserError
 from flows.servers import redact
@@ -75,7 +76,7 @@ def start_run(params: Params, paths: RunPaths, identity: RunIdentity, data_versi
 def log_evaluation(run_id: str, metrics: dict[str, float], images: dict[str, Path]) -> None:
     client = MlflowClient()
     for k, v in metrics.items():
-        client.log_metric(run_id, f"eval/{k}", float(v))
+        client.log_metric(run_id, f"{EVAL_PREFIX}{k}", float(v))
     for name, path in images.items():
         client.log_artifact(run_id, str(path), artifact_path="images")
 

@@ -14,6 +14,8 @@ import math
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
+from flows.conventions import SELECTION, completed
+
 
 def rungs(grace_period: int, reduction_factor: int, epochs: int) -> list[int]:
     """The epoch counts at which trials are compared: grace * factor^k below train.epochs."""
@@ -41,9 +43,9 @@ class SyncHalving(FIFOScheduler):
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         k = self.level[trial]
-        if k >= len(self.rungs) or int(result.get("epoch", -1)) + 1 < self.rungs[k]:
+        if k >= len(self.rungs) or completed(result.get("epoch", -1)) < self.rungs[k]:
             return TrialScheduler.CONTINUE
-        score = float(result.get("score", math.inf))
+        score = float(result.get(SELECTION, math.inf))
         self.scores[k][trial] = score if math.isfinite(score) else math.inf
         return self._decide(tune_controller, k, trial) or TrialScheduler.PAUSE
 

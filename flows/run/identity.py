@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flows.conventions import completed_from_checkpoint_dir
 from flows.env import RunPaths
 from flows.errors import UserError
 from flows.params import Params, flatten
@@ -132,7 +133,7 @@ def last_checkpoint_epoch(run_dir: Path) -> int | None:
     if not snapshot.exists():
         return None
     latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
-    return int(latest["checkpoint_dir_name"].split("_")[1]) + 1 if latest else None
+    return completed_from_checkpoint_dir(latest["checkpoint_dir_name"]) if latest else None
 
 
 def settle(identity: RunIdentity, paths: RunPaths, status: str) -> None:

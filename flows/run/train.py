@@ -8,8 +8,9 @@ from pathlib import Path
 
 import torch
 
+from flows.conventions import SELECTION
 from flows.data.load import load_manifest, load_split
-from flows.errors import TrainingFailed, UserError
+from flows.errors import TrainingDiverged, TrainingFailed, UserError
 from flows.env import RunPaths
 from flows.evaluate import Evaluator
 from flows.params import Params
@@ -79,7 +80,7 @@ def fit(params: Params, paths: RunPaths, identity: RunIdentity, callbacks: list 
             # the latest as well, which is what a resume starts from.
             checkpoint_config=CheckpointConfig(
                 num_to_keep=t.keep_checkpoints,
-                checkpoint_score_attribute="score" if params.eval.every else None,
+                checkpoint_score_attribute=SELECTION if params.eval.every else None,
                 checkpoint_score_order="min"),
             failure_config=FailureConfig(max_failures=t.max_failures),
             logging_config=LoggingConfig(log_level="WARNING"),  # per-report INFO lines drown progress
@@ -96,7 +97,7 @@ def fit(params: Params, paths: RunPaths, identity: RunIdentity, callbacks: list 
     diverged_at = (result.return_value or {}).get("diverged_at")
     if diverged_at:
         settle(identity, paths, "diverged")  # resuming would only diverge again
-        raise TrainingFailed(f"training run {identity.name} diverged: NaN/Inf at epoch {diverged_at}; "
+        raise TrainingDiverged(f"training run {identity.name} diverged: NaN/Inf at epoch {diverged_at}; "
                              "lower the learning rates or use a Lipschitz-constrained loss (wgan-gp, "
                              "spectral norm)")
     if result.checkpoint is None:

@@ -23,6 +23,7 @@ import torch
 from flows import params as params_mod
 from flows.registry import tracking
 from flows.run import ray_runtime
+from flows.conventions import SELECTION, completed
 from flows.env import RunPaths
 from flows.errors import TrainingFailed, UserError
 from flows.params import Params
@@ -133,7 +134,7 @@ def _run_trial(config: dict[str, Any], base_raw: dict, n_train: int | None, path
     base_name = identity.name = f"{identity.name}-{trial_id}"
     identity.trial = True
     init_state, donor = _donor_state(tune.get_checkpoint(), trial_id)
-    start_epoch = int(init_state["epoch"]) + 1 if init_state is not None else 0
+    start_epoch = completed(init_state["epoch"]) if init_state is not None else 0
     if init_state is not None:
         print(f"[ganflow] trial {trial_id}: " + (f"continuing another trial's weights at epoch {start_epoch} "
               f"(trial {donor}) with {config}" if donor else f"resuming its own checkpoint at epoch {start_epoch}"))
@@ -179,7 +180,7 @@ def _fit_segment(p: Params, paths: RunPaths, identity, init_state: dict | None, 
     thread.start()
     last = None
     while (item := queue.get()) is not None:
-        if item[0].get("epoch") == stop - 1:
+        if "epoch" in item[0] and completed(item[0]["epoch"]) == stop:
             last = item
         else:
             tune.report(item[0], checkpoint=item[1])
@@ -211,13 +212,14 @@ def _settle_trial(r, parent: str, epochs: int, pbt: bool) -> dict:
     """One row of the search summary; also ends the trial's MLflow run, which a trial stopped by the
     scheduler (its driver stopped at a rung) or a crashed one could not end itself."""
     last = r.metrics or {}
-    scores = r.metrics_dataframe["score"] if r.metrics_dataframe is not None and "score" in r.metrics_dataframe else []
+    frame = r.metrics_dataframe
+    scores = frame[SELECTION] if frame is not None and SELECTION in frame else []
     finite = [float(x) for x in scores if math.isfinite(x)]
     # Epochs trained (not reports: a PBT trial that took over a donor's weights is at the donor's epoch).
-    iters = int(last["epoch"]) + 1 if "epoch" in last else int(last.get("training_iteration", 0))
+    iters = completed(last["epoch"]) if "epoch" in last else int(last.get("training_iteration", 0))
     if r.error:
         status, reason = "error", str(r.error).strip().splitlines()[-1][:300]
-    elif last.get("nonfinite") or not math.isfinite(last.get("score", math.nan)):
+    elif last.get("nonfinite") or not math.isfinite(last.get(SELECTION, math.nan)):
         status, reason = "error", f"diverged: NaN/Inf at epoch {iters}"
     else:
         status, reason = "ok", None if iters >= epochs else f"stopped early by the scheduler at epoch {iters}"
@@ -267,7 +269,7 @@ def run_search(params: Params, base_raw: dict, paths: RunPaths, data_version: st
     tuner = tune.Tuner(
         trainable,
         param_space=_search_space(params),
-        tune_config=tune.TuneConfig(metric="score", mode="min", scheduler=_scheduler(params, stops, population, at_once),
+        tune_config=tune.TuneConfig(metric=SELECTION, mode="min", scheduler=_scheduler(params, stops, population, at_once),
                                     num_samples=s.num_samples, max_concurrent_trials=concurrent),
         run_config=tune.RunConfig(name=f"tune-{parent[:8]}", storage_path=str(paths.ray_results / "tune"),
                                   verbose=1),
@@ -291,7 +293,7 @@ def run_search(params: Params, base_raw: dict, paths: RunPaths, data_version: st
     if not ok:
         tracking.fail_run(parent, "every trial failed")
         raise TrainingFailed(f"every one of {len(trials)} tune trials failed: {[t['reason'] for t in trials]}")
-    best = min(ok, key=lambda r: r.metrics["score"])
+    best = min(ok, key=lambda r: r.metrics[SELECTION])
     state_dir = Path(best.metrics["checkpoint_path"])
     state = torch.load(state_dir / STATE_FILE, weights_only=True, map_location="cpu")
     best_params = trial_params(base_raw, best.config, n_train)
@@ -299,6 +301,6 @@ def run_search(params: Params, base_raw: dict, paths: RunPaths, data_version: st
     identity.name = state_dir.parent.name
     identity.mlflow_run_id = tracking.find_child_run(parent, identity.name)
     tracking.log_trials(parent, trials, best.config, time.perf_counter() - started)
-    print(f"Tune: best trial {identity.name} score {best.metrics['score']:.4f} with {best.config}")
+    print(f"Tune: best trial {identity.name} score {best.metrics[SELECTION]:.4f} with {best.config}")
     return TuneOutcome(TrainOutcome(identity, state, state["history"], 0, time.perf_counter() - started),
                        parent, trials)

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, TensorDataset
 
+from flows.conventions import PROBE_PREFIX, PROGRESS, SELECTION, checkpoint_dir_name, completed
 from gan_core.augment import AugmentConfig, adjust_p, mirror, resumed_p
 from gan_core.checkpoint import restore, training_state
 from gan_core.config import LossConfig, ModelConfig
@@ -28,8 +29,6 @@ from gan_core.recipes import ResolvedOptim, describe, lr_scale
 from gan_core.steps import build_optimizers, set_hyperparams, train_epoch, unwrap
 
 STATE_FILE = "state.pt"
-# The per-epoch progress line: losses, D accuracy (0.5 at equilibrium), Wasserstein estimate.
-_PROGRESS = ("loss_d", "loss_g", "d_acc_real", "d_acc_fake", "wasserstein", "score")
 
 
 def _mean_across_ranks(metrics: dict[str, float], device) -> dict[str, float]:
@@ -158,31 +157,32 @@ def train_loop(config: dict) -> dict:
         metrics["epoch_time_s"] = time.perf_counter() - started
         metrics["epoch_end_unix"] = time.time()  # wall clock incl. reports/checkpoints (bench/overhead.py)
         metrics["epoch"] = epoch
+        done = completed(epoch)
         finite = metrics.get("nonfinite", 0.0) == 0.0 and all(math.isfinite(v) for v in metrics.values())
         metrics["nonfinite"] = 0.0 if finite else 1.0
         if evaluator is not None:
-            if finite and ((epoch + 1) % ev["every"] == 0 or epoch + 1 in (stop, t["epochs"])):
+            if finite and (done % ev["every"] == 0 or done in (stop, t["epochs"])):
                 # The quality the user cares about, as training goes (rank 0 only; the EMA G if any).
                 probe, _ = evaluator.score(ema.module if ema is not None else unwrap(G), ev["probe_samples"],
                                            ev["seed"], full=False)
-                metrics.update({f"probe_{k}": v for k, v in probe.items()})
+                metrics.update({f"{PROBE_PREFIX}{k}": v for k, v in probe.items()})
                 score = probe[evaluator.primary]
             # Every report carries `score` (Tune insists): the last probe's, or +inf once diverged.
-            metrics["score"] = score if finite else math.inf
+            metrics[SELECTION] = score if finite else math.inf
         history.append(metrics)
         logger.log(metrics, epoch)
         if rank == 0:
-            shown = {k: metrics.get(k, float("nan")) for k in _PROGRESS}
-            print(f"[ganflow] epoch {epoch + 1}/{t['epochs']} "
+            shown = {k: metrics.get(k, float("nan")) for k in PROGRESS}
+            print(f"[ganflow] epoch {done}/{t['epochs']} "
                   + " ".join(f"{k}={v:.{3 if 'acc' in k else 4}f}" for k, v in shown.items())
                   + f" ({metrics['epoch_time_s']:.1f}s)" + ("" if finite else "  NaN/Inf: stopping"), flush=True)
         if not finite:
             # A NaN/Inf poisons every later step: stop now, keep the last good checkpoint, and let
             # the driver mark the run failed (it reads the returned `diverged_at`).
             ray.train.report(metrics)
-            diverged_at = epoch + 1
+            diverged_at = done
             break
-        if (epoch + 1) % t["checkpoint_every"] == 0 or epoch + 1 in (stop, t["epochs"]):
+        if done % t["checkpoint_every"] == 0 or done in (stop, t["epochs"]):
             _report_with_checkpoint(metrics, rank, training_state(G, D, opt_g, opt_d, ema, epoch, history,
                                                                   model_cfg, data_shape))
         else:
@@ -195,6 +195,6 @@ def _report_with_checkpoint(metrics: dict, rank: int, state: dict) -> None:
         if rank == 0:
             torch.save(state, os.path.join(tmp, STATE_FILE))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                             checkpoint_dir_name=f"epoch_{int(metrics['epoch']):05d}")
+                             checkpoint_dir_name=checkpoint_dir_name(metrics["epoch"]))
         else:
             ray.train.report(metrics)

@@ -1,6 +1,7 @@
 """Small typed configs for the pieces of gan_core. Validated once, at the edge (params.yaml)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -73,10 +74,13 @@ class LossConfig(Strict):
         return 0.01 if self.name == "wgan" else None
 
 
+OptimizerName = Literal["adam", "rmsprop"]
+
+
 class OptimConfig(Strict):
     """Optimiser settings; None means the recipe's paper default for the chosen loss."""
 
-    optimizer: Literal["adam", "rmsprop"] | None = None
+    optimizer: OptimizerName | None = None
     lr_g: float | None = Field(None, gt=0.0)
     lr_d: float | None = Field(None, gt=0.0, description="a different lr_d than lr_g is TTUR")
     betas: tuple[float, float] | None = None
@@ -90,3 +94,15 @@ class OptimConfig(Strict):
         if self.betas is not None and not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError("each of optim.betas must be in [0, 1)")
         return self
+
+
+@dataclass(frozen=True)
+class ResolvedOptim:
+    """Every optimiser setting decided: a loss's paper optimiser, a recipe's, or the user's, field by field."""
+
+    optimizer: OptimizerName
+    lr_g: float
+    lr_d: float
+    betas: tuple[float, float]  # Adam only; RMSprop ignores it
+    n_critic: int
+    lr_decay_start: float | None = None  # see OptimConfig; None = constant lr

@@ -14,20 +14,9 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Literal, Mapping
 
-from gan_core.config import LOSS_NAMES, LossConfig, OptimConfig
+from gan_core.config import LOSS_NAMES, LossConfig, OptimConfig, ResolvedOptim
 
-OptimizerName = Literal["adam", "rmsprop"]
 DataKind = Literal["images", "points"]
-
-
-@dataclass(frozen=True)
-class ResolvedOptim:
-    optimizer: OptimizerName
-    lr_g: float
-    lr_d: float
-    betas: tuple[float, float]  # Adam only; RMSprop ignores it
-    n_critic: int
-    lr_decay_start: float | None = None  # see OptimConfig; None = constant lr
 
 
 # --- each loss's paper optimiser: the fallback wherever no recipe was measured with that loss -------

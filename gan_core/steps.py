@@ -25,9 +25,9 @@ from torch import Tensor, nn
 from torch.optim import Adam, Optimizer, RMSprop
 
 from gan_core.augment import Augment, overfit_signal
+from gan_core.config import ResolvedOptim
 from gan_core.ema import EMA
 from gan_core.losses import GanLoss
-from gan_core.recipes import ResolvedOptim
 from gan_core.regularisers import clip_weights_, interpolate, penalty_from_grad, r1_penalty_from_grad
 
 SATURATION_LOGIT = 10.0  # |logit| > 10 means sigmoid within 5e-5 of 0/1: gradients have died.

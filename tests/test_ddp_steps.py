@@ -13,10 +13,9 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from gan_core.config import LossConfig, ModelConfig
+from gan_core.config import LossConfig, ModelConfig, ResolvedOptim
 from gan_core.losses import GanLoss
 from gan_core.models import build_discriminator, build_generator
-from gan_core.recipes import ResolvedOptim
 from gan_core.steps import build_optimizers, train_epoch
 
 WORLD = 2

@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from gan_core.config import LOSS_NAMES, LossConfig, OptimConfig
-from gan_core.recipes import PAPER_OPTIM, ResolvedOptim, describe, lr_scale, resolve
+from gan_core.config import LOSS_NAMES, LossConfig, OptimConfig, ResolvedOptim
+from gan_core.recipes import PAPER_OPTIM, describe, lr_scale, resolve
 from gan_core.steps import build_optimizers, set_hyperparams
 
 

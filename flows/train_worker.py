@@ -24,8 +24,9 @@ from gan_core.config import LossConfig, ModelConfig, ResolvedOptim
 from gan_core.ema import EMA
 from gan_core.losses import GanLoss
 from gan_core.models import build_discriminator, build_generator
-from gan_core.recipes import describe, lr_scale
-from gan_core.steps import build_optimizers, set_hyperparams, train_epoch, unwrap
+from gan_core.recipes import describe
+from gan_core.schedules import lr_scale, set_hyperparams
+from gan_core.steps import build_optimizers, train_epoch, unwrap
 
 STATE_FILE = "state.pt"
 # The per-epoch progress line: losses, D accuracy (0.5 at equilibrium), Wasserstein estimate.

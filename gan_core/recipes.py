@@ -43,15 +43,6 @@ def resolve(loss: LossConfig, optim: OptimConfig) -> ResolvedOptim:
     return replace(PAPER_OPTIM[loss.name], **explicit)
 
 
-def lr_scale(r: ResolvedOptim, progress: float) -> float:
-    """The lr multiplier at `progress` (share of training done, 0..1): 1 until lr_decay_start, then
-    linear down to 1% at the end (annealing the lr sharpens the modes: bench/RESULTS.md section 1)."""
-    if r.lr_decay_start is None or progress <= r.lr_decay_start:
-        return 1.0
-    frac = (progress - r.lr_decay_start) / (1.0 - r.lr_decay_start)
-    return max(1.0 - frac, 0.01)
-
-
 def describe(r: ResolvedOptim) -> str:
     """One line for logs, e.g. 'adam lr_g=0.0001 lr_d=0.0004 betas=(0.0, 0.9) n_critic=1'."""
     betas = f" betas={r.betas}" if r.optimizer == "adam" else ""

@@ -258,17 +258,6 @@ def train_epoch(
     return out
 
 
-def set_hyperparams(opt_g: Optimizer, opt_d: Optimizer, optim: ResolvedOptim, scale: float = 1.0) -> None:
-    """Write the lrs (times `scale`, an lr schedule's factor) and Adam's betas into the optimisers.
-    Needed after loading an optimiser state: it carries the lr it was saved with, which PBT's mutated
-    values or a schedule must override."""
-    for opt, lr in ((opt_g, optim.lr_g), (opt_d, optim.lr_d)):
-        for group in opt.param_groups:
-            group["lr"] = lr * scale
-            if "betas" in group:
-                group["betas"] = tuple(optim.betas)
-
-
 def build_optimizers(G: nn.Module, D: nn.Module, optim: ResolvedOptim) -> tuple[Optimizer, Optimizer]:
     """Adam(lr, betas), or RMSprop(lr) without momentum as in WGAN (Arjovsky et al. 2017)."""
     if optim.optimizer == "adam":

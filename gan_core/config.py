@@ -19,7 +19,6 @@ LOSS_NAMES: tuple[str, ...] = get_args(LossName)
 LOSS_ALIASES = {"ns": "non-saturating", "minimax": "saturating", "wgan-clip": "wgan", "wgangp": "wgan-gp",
                 "lsgan": "least-squares", "js": "f-js", "kl": "f-kl", "reverse-kl": "f-reverse-kl",
                 "pearson": "f-pearson", "hellinger": "f-hellinger"}
-CRITIC_LOSSES = ("wgan", "wgan-gp")
 
 
 class Strict(BaseModel):
@@ -40,10 +39,13 @@ class ModelConfig(Strict):
 
 
 class LossConfig(Strict):
+    """The user's choice of loss and its extras; what each loss is, and its defaults, is its row in
+    gan_core.losses.LOSSES (GanLoss lays these values over the row)."""
+
     name: LossName = "non-saturating"
-    gp_weight: float | None = Field(None, ge=0.0, description="lambda; default 10 for wgan-gp, else 0 (off)")
+    gp_weight: float | None = Field(None, ge=0.0, description="lambda; None: the loss's own (gan_core.losses), 0 = off")
     gp_one_sided: bool = False
-    clip: float | None = Field(None, gt=0.0, description="weight clipping c; default 0.01 for wgan, else off")
+    clip: float | None = Field(None, gt=0.0, description="weight clipping c; None: the loss's own (gan_core.losses)")
     r1_gamma: float = Field(0.0, ge=0.0, description="R1 penalty gamma/2 E||grad D(x_real)||^2; 0 = off")
 
     @model_validator(mode="before")
@@ -55,23 +57,6 @@ class LossConfig(Strict):
         if isinstance(value, dict) and isinstance(value.get("name"), str):
             value = {**value, "name": LOSS_ALIASES.get(value["name"], value["name"])}
         return value
-
-    @property
-    def is_critic(self) -> bool:
-        """Critics output an unbounded score (no sigmoid) and estimate a Wasserstein distance."""
-        return self.name in CRITIC_LOSSES
-
-    @property
-    def effective_gp_weight(self) -> float:
-        if self.gp_weight is not None:
-            return self.gp_weight
-        return 10.0 if self.name == "wgan-gp" else 0.0
-
-    @property
-    def effective_clip(self) -> float | None:
-        if self.clip is not None:
-            return self.clip
-        return 0.01 if self.name == "wgan" else None
 
 
 OptimizerName = Literal["adam", "rmsprop"]

@@ -102,7 +102,7 @@ def _worker(rank: int, init_file: str) -> None:
             loss = GanLoss(loss_cfg)
             m = train_epoch(G, D, batches, opt_g, opt_d, loss, n_critic=n_critic, gen=gen,
                             conditional=conditional)
-            what = f"{loss.name} {loss_cfg}"
+            what = repr(loss)
 
             assert m["steps_d"] == N_BATCHES and m["steps_g"] == N_BATCHES // n_critic, (what, m)
             assert all(math.isfinite(v) for v in m.values()) and m["nonfinite"] == 0.0, (what, m)

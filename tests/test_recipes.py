@@ -3,7 +3,8 @@ import torch
 from torch import nn
 
 from gan_core.config import LOSS_NAMES, LossConfig, OptimConfig, ResolvedOptim
-from gan_core.recipes import PAPER_OPTIM, describe, resolve
+from gan_core.losses import LOSSES
+from gan_core.recipes import RECIPES, describe, fill, resolve
 from gan_core.steps import build_optimizers
 
 
@@ -25,9 +26,14 @@ def test_defaults_per_loss(loss, expected):
     assert R(loss) == expected
 
 
-def test_every_loss_has_a_paper_optimiser():
-    assert set(PAPER_OPTIM) == set(LOSS_NAMES)
-    assert {n for n in LOSS_NAMES if PAPER_OPTIM[n].optimizer == "rmsprop"} == {"wgan"}
+@pytest.mark.parametrize("loss", LOSS_NAMES)
+def test_resolve_falls_back_to_the_loss_rows_paper_optimiser(loss):
+    assert R(loss) == LOSSES[loss].optim
+    assert fill({}, RECIPES["points-paper"], loss)["optim.lr_d"] == LOSSES[loss].optim.lr_d
+
+
+def test_only_wgan_uses_rmsprop():
+    assert {n for n in LOSS_NAMES if LOSSES[n].optim.optimizer == "rmsprop"} == {"wgan"}
 
 
 def test_explicit_values_win_field_by_field():

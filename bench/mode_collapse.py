@@ -121,8 +121,9 @@ def train_one(job: tuple[str, str, int, int]) -> dict:
     from gan_core.losses import GanLoss
     from gan_core.metrics import mode_metrics
     from gan_core.models import build_discriminator, build_generator
-    from gan_core.recipes import lr_scale, resolve
-    from gan_core.steps import build_optimizers, set_hyperparams, train_epoch
+    from gan_core.recipes import resolve
+    from gan_core.schedules import lr_scale, set_hyperparams
+    from gan_core.steps import build_optimizers, train_epoch
     from gan_core.toy_data import sample_toy, toy_modes
 
     one_thread()

@@ -75,12 +75,12 @@ def train_one(job: tuple[int, str, int, int, dict]) -> dict:
     import torch
 
     from gan_core.augment import AugmentConfig, adjust_p
-    from gan_core.config import LossConfig, ModelConfig
+    from gan_core.config import LossConfig, ModelConfig, ResolvedOptim
     from gan_core.ema import EMA
     from gan_core.losses import GanLoss
     from gan_core.models import build_discriminator, build_generator
-    from gan_core.recipes import ResolvedOptim, lr_scale
-    from gan_core.steps import build_optimizers, set_hyperparams, train_epoch
+    from gan_core.schedules import lr_scale, set_hyperparams
+    from gan_core.steps import build_optimizers, train_epoch
 
     one_thread()
     t0 = time.time()

@@ -14,8 +14,8 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 from flows.errors import UserError
 from gan_core import recipes
 from gan_core.augment import AugmentConfig
-from gan_core.config import LossConfig, ModelConfig, OptimConfig, Strict
-from gan_core.recipes import ResolvedOptim, resolve
+from gan_core.config import LossConfig, ModelConfig, OptimConfig, ResolvedOptim, Strict
+from gan_core.recipes import resolve
 
 PARAMS_FILE = "params.yaml"
 

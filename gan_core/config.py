@@ -1,6 +1,7 @@
 """Small typed configs for the pieces of gan_core. Validated once, at the edge (params.yaml)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -18,7 +19,6 @@ LOSS_NAMES: tuple[str, ...] = get_args(LossName)
 LOSS_ALIASES = {"ns": "non-saturating", "minimax": "saturating", "wgan-clip": "wgan", "wgangp": "wgan-gp",
                 "lsgan": "least-squares", "js": "f-js", "kl": "f-kl", "reverse-kl": "f-reverse-kl",
                 "pearson": "f-pearson", "hellinger": "f-hellinger"}
-CRITIC_LOSSES = ("wgan", "wgan-gp")
 
 
 class Strict(BaseModel):
@@ -39,10 +39,13 @@ class ModelConfig(Strict):
 
 
 class LossConfig(Strict):
+    """The user's choice of loss and its extras; what each loss is, and its defaults, is its row in
+    gan_core.losses.LOSSES (GanLoss lays these values over the row)."""
+
     name: LossName = "non-saturating"
-    gp_weight: float | None = Field(None, ge=0.0, description="lambda; default 10 for wgan-gp, else 0 (off)")
+    gp_weight: float | None = Field(None, ge=0.0, description="lambda; None: the loss's own (gan_core.losses), 0 = off")
     gp_one_sided: bool = False
-    clip: float | None = Field(None, gt=0.0, description="weight clipping c; default 0.01 for wgan, else off")
+    clip: float | None = Field(None, gt=0.0, description="weight clipping c; None: the loss's own (gan_core.losses)")
     r1_gamma: float = Field(0.0, ge=0.0, description="R1 penalty gamma/2 E||grad D(x_real)||^2; 0 = off")
 
     @model_validator(mode="before")
@@ -55,28 +58,14 @@ class LossConfig(Strict):
             value = {**value, "name": LOSS_ALIASES.get(value["name"], value["name"])}
         return value
 
-    @property
-    def is_critic(self) -> bool:
-        """Critics output an unbounded score (no sigmoid) and estimate a Wasserstein distance."""
-        return self.name in CRITIC_LOSSES
 
-    @property
-    def effective_gp_weight(self) -> float:
-        if self.gp_weight is not None:
-            return self.gp_weight
-        return 10.0 if self.name == "wgan-gp" else 0.0
-
-    @property
-    def effective_clip(self) -> float | None:
-        if self.clip is not None:
-            return self.clip
-        return 0.01 if self.name == "wgan" else None
+OptimizerName = Literal["adam", "rmsprop"]
 
 
 class OptimConfig(Strict):
     """Optimiser settings; None means the recipe's paper default for the chosen loss."""
 
-    optimizer: Literal["adam", "rmsprop"] | None = None
+    optimizer: OptimizerName | None = None
     lr_g: float | None = Field(None, gt=0.0)
     lr_d: float | None = Field(None, gt=0.0, description="a different lr_d than lr_g is TTUR")
     betas: tuple[float, float] | None = None
@@ -90,3 +79,15 @@ class OptimConfig(Strict):
         if self.betas is not None and not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError("each of optim.betas must be in [0, 1)")
         return self
+
+
+@dataclass(frozen=True)
+class ResolvedOptim:
+    """Every optimiser setting decided: a loss's paper optimiser, a recipe's, or the user's, field by field."""
+
+    optimizer: OptimizerName
+    lr_g: float
+    lr_d: float
+    betas: tuple[float, float]  # Adam only; RMSprop ignores it
+    n_critic: int
+    lr_decay_start: float | None = None  # see OptimConfig; None = constant lr

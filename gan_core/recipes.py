@@ -4,7 +4,8 @@ A recipe is a set of params values (model, loss extras, optimiser, schedule, EMA
 augmentation). params.yaml's `recipe: auto` picks one by data kind, training-set size and loss; a field
 left null (or out) in params.yaml takes the recipe's value, and a value the user sets wins, field by
 field. Only recipes tuned *with* the chosen loss carry tuned values: any other loss gets the data kind's
-model and budget with that loss's own paper optimiser (PAPER_OPTIM), never another loss's tuned values.
+model and budget with that loss's own paper optimiser (its row in gan_core.losses), never another loss's
+tuned values.
 
 The pipeline, `ganflow tune` and every benchmark read recipes from here; `ganflow recipes` lists them
 with the result each was measured at and the command that measured it."""
@@ -14,36 +15,10 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Literal, Mapping
 
-from gan_core.config import LOSS_NAMES, LossConfig, OptimConfig
+from gan_core.config import LossConfig, OptimConfig, ResolvedOptim
+from gan_core.losses import LOSSES
 
-OptimizerName = Literal["adam", "rmsprop"]
 DataKind = Literal["images", "points"]
-
-
-@dataclass(frozen=True)
-class ResolvedOptim:
-    optimizer: OptimizerName
-    lr_g: float
-    lr_d: float
-    betas: tuple[float, float]  # Adam only; RMSprop ignores it
-    n_critic: int
-    lr_decay_start: float | None = None  # see OptimConfig; None = constant lr
-
-
-# --- each loss's paper optimiser: the fallback wherever no recipe was measured with that loss -------
-# DCGAN (Radford et al. 2016): Adam 2e-4, beta1 0.5. Also the usual choice for LSGAN and f-GAN.
-DCGAN = ResolvedOptim("adam", 2e-4, 2e-4, (0.5, 0.999), 1)
-# WGAN (Arjovsky et al. 2017, Alg. 1): RMSprop 5e-5, 5 critic steps; momentum destabilised the
-# critic there. The clip c = 0.01 lives in LossConfig. Betas only matter if adam is forced.
-WGAN = ResolvedOptim("rmsprop", 5e-5, 5e-5, (0.5, 0.999), 5)
-# WGAN-GP (Gulrajani et al. 2017, Alg. 1): Adam 1e-4, betas (0, 0.9), 5 critic steps.
-WGAN_GP = ResolvedOptim("adam", 1e-4, 1e-4, (0.0, 0.9), 5)
-# Hinge as in SAGAN (Zhang et al. 2019) / BigGAN: TTUR (Heusel et al. 2017) lr_d = 4 lr_g, one D step.
-HINGE = ResolvedOptim("adam", 1e-4, 4e-4, (0.0, 0.9), 1)
-
-PAPER_OPTIM: dict[str, ResolvedOptim] = {
-    name: {"wgan": WGAN, "wgan-gp": WGAN_GP, "hinge": HINGE}.get(name, DCGAN) for name in LOSS_NAMES
-}
 
 
 def resolve(loss: LossConfig, optim: OptimConfig) -> ResolvedOptim:
@@ -51,16 +26,7 @@ def resolve(loss: LossConfig, optim: OptimConfig) -> ResolvedOptim:
     explicit = {k: v for k, v in optim.model_dump().items() if v is not None}
     if "betas" in explicit:
         explicit["betas"] = tuple(explicit["betas"])
-    return replace(PAPER_OPTIM[loss.name], **explicit)
-
-
-def lr_scale(r: ResolvedOptim, progress: float) -> float:
-    """The lr multiplier at `progress` (share of training done, 0..1): 1 until lr_decay_start, then
-    linear down to 1% at the end (annealing the lr sharpens the modes: bench/RESULTS.md section 1)."""
-    if r.lr_decay_start is None or progress <= r.lr_decay_start:
-        return 1.0
-    frac = (progress - r.lr_decay_start) / (1.0 - r.lr_decay_start)
-    return max(1.0 - frac, 0.01)
+    return replace(LOSSES[loss.name].optim, **explicit)
 
 
 def describe(r: ResolvedOptim) -> str:
@@ -173,7 +139,7 @@ def fill(explicit: Mapping[str, Any], recipe: Recipe, loss: str) -> dict[str, An
     if recipe.loss is not None and recipe.loss != loss:
         raise ValueError(f"recipe {recipe.name!r} was tuned for the {recipe.loss} loss, not {loss}: use "
                          f"recipe: auto (or a recipe without a loss, e.g. {recipe.kind}-paper)")
-    paper = PAPER_OPTIM[loss]
+    paper = LOSSES[loss].optim
     for f in OptimConfig.model_fields:
         out.setdefault(f"optim.{f}", list(v) if isinstance(v := getattr(paper, f), tuple) else v)
     out.update({k: v for k, v in explicit.items() if v is not None})

@@ -1,7 +1,13 @@
 """D regularisers: gradient penalty (Gulrajani et al. 2017), R1 (Mescheder et al. 2018) and
 weight clipping (Arjovsky et al. 2017). Penalties are returned unweighted; the caller applies
-lambda / gamma. steps.d_step inlines the penalties into its single D forward (DDP); the
-standalone forms here run their own forward, for tests and non-DDP callers."""
+lambda / gamma.
+
+Training uses `interpolate`, the `*_from_grad` forms and `clip_weights_`: steps.d_step takes the input
+gradients from its single D forward (DDP) and losses.GanLoss.add_penalties turns them into penalties.
+`gradient_penalty` and `r1_penalty` are reference implementations for the tests, kept here on purpose:
+the textbook forms, each with its own D forward, that the fused in-step penalty must match in value and
+gradient (tests/test_steps.py, test_augment.py); tests/test_regularisers.py checks them against closed
+forms. Nothing in training calls them."""
 from __future__ import annotations
 
 import torch
@@ -46,7 +52,8 @@ def gradient_penalty(
     generator: torch.Generator | None = None,
     labels: Tensor | None = None,
 ) -> Tensor:
-    """GP at random interpolates; `labels` (the real ones) condition a class-conditional D."""
+    """Reference (tests): GP at random interpolates, in its own D forward; `labels` (the real ones)
+    condition a class-conditional D."""
     x_hat = interpolate(real, fake, generator).requires_grad_(True)
     scores = _call_d(D, x_hat, labels)
     (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
@@ -54,7 +61,8 @@ def gradient_penalty(
 
 
 def r1_penalty(D: nn.Module, real: Tensor, labels: Tensor | None = None) -> Tensor:
-    """E||grad_x D(x)||^2 on real data (unweighted; the loss uses gamma/2 times this)."""
+    """Reference (tests): E||grad_x D(x)||^2 on real data, in its own D forward (unweighted; the loss
+    uses gamma/2 times this)."""
     x = real.detach().requires_grad_(True)
     scores = _call_d(D, x, labels)
     (grad,) = torch.autograd.grad(scores.sum(), x, create_graph=True)

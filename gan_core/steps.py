@@ -25,10 +25,10 @@ from torch import Tensor, nn
 from torch.optim import Adam, Optimizer, RMSprop
 
 from gan_core.augment import Augment, overfit_signal
+from gan_core.config import ResolvedOptim
 from gan_core.ema import EMA
 from gan_core.losses import GanLoss
-from gan_core.recipes import ResolvedOptim
-from gan_core.regularisers import clip_weights_, interpolate, penalty_from_grad, r1_penalty_from_grad
+from gan_core.regularisers import clip_weights_, interpolate
 
 SATURATION_LOGIT = 10.0  # |logit| > 10 means sigmoid within 5e-5 of 0/1: gradients have died.
 
@@ -96,8 +96,7 @@ def d_step(
     scores = _call(D, torch.cat(parts), y)  # the one DDP forward of this step
     real_s, fake_s = scores[:n], scores[n : 2 * n]
 
-    total = loss.d_loss(real_s, fake_s)
-    gp = r1 = torch.zeros((), device=scores.device)
+    adv = loss.d_loss(real_s, fake_s)  # first, as before: autograd's node order, so the float sums, unchanged
     # Scores are per sample (no BN in D), so each penalty's gradient sees only its own rows;
     # both gradients come from one double-backward through this same forward.
     outs, ins = [], []
@@ -107,14 +106,10 @@ def d_step(
     if loss.uses_r1:
         outs.append(real_s.sum())
         ins.append(real_in)
-    if ins:
-        grads = list(torch.autograd.grad(outs, ins, create_graph=True))
-        if x_hat is not None:
-            gp = penalty_from_grad(grads.pop(0), loss.gp_one_sided)
-            total = total + loss.gp_weight * gp
-        if loss.uses_r1:
-            r1 = r1_penalty_from_grad(grads.pop(0))
-            total = total + 0.5 * loss.r1_gamma * r1
+    grads = list(torch.autograd.grad(outs, ins, create_graph=True)) if ins else []
+    gp_grad = grads.pop(0) if x_hat is not None else None
+    r1_grad = grads.pop(0) if loss.uses_r1 else None
+    total, gp, r1 = loss.add_penalties(adv, gp_grad, r1_grad)
 
     opt_d.zero_grad(set_to_none=True)
     total.backward()
@@ -127,7 +122,7 @@ def d_step(
     with torch.no_grad():
         rs, fs = real_s.detach(), fake_s.detach()
         both = torch.cat([rs, fs])
-        saturated = 0.0 if loss.is_critic else float((both.abs() > SATURATION_LOGIT).float().mean())
+        saturated = 0.0 if loss.row.critic else float((both.abs() > SATURATION_LOGIT).float().mean())
         out = {
             "loss_d": float(total.detach()),
             "d_acc_real": float((rs > 0).float().mean()),
@@ -141,7 +136,7 @@ def d_step(
             "d_saturated": saturated,
         }
         if augment is not None:
-            out["d_sign_real"] = float(overfit_signal(rs, fs, loss.is_critic))
+            out["d_sign_real"] = float(overfit_signal(rs, fs, loss.row.critic))
         return out
 
 
@@ -256,17 +251,6 @@ def train_epoch(
     out["steps_g"] = float(steps_g)
     out["nonfinite"] = float(nonfinite)
     return out
-
-
-def set_hyperparams(opt_g: Optimizer, opt_d: Optimizer, optim: ResolvedOptim, scale: float = 1.0) -> None:
-    """Write the lrs (times `scale`, an lr schedule's factor) and Adam's betas into the optimisers.
-    Needed after loading an optimiser state: it carries the lr it was saved with, which PBT's mutated
-    values or a schedule must override."""
-    for opt, lr in ((opt_g, optim.lr_g), (opt_d, optim.lr_d)):
-        for group in opt.param_groups:
-            group["lr"] = lr * scale
-            if "betas" in group:
-                group["betas"] = tuple(optim.betas)
 
 
 def build_optimizers(G: nn.Module, D: nn.Module, optim: ResolvedOptim) -> tuple[Optimizer, Optimizer]:

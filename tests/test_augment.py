@@ -16,10 +16,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from gan_core.augment import (OPS, Augment, AugmentConfig, adjust_p, augment, cutout, mirror, overfit_signal,
                               resumed_p, translation)
-from gan_core.config import LossConfig, ModelConfig
+from gan_core.config import LossConfig, ModelConfig, ResolvedOptim
 from gan_core.losses import GanLoss
 from gan_core.models import build_discriminator, build_generator
-from gan_core.recipes import ResolvedOptim
 from gan_core.regularisers import r1_penalty
 from gan_core.steps import build_optimizers, d_step, g_step, train_epoch
 

@@ -13,10 +13,9 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from gan_core.config import LossConfig, ModelConfig
+from gan_core.config import LossConfig, ModelConfig, ResolvedOptim
 from gan_core.losses import GanLoss
 from gan_core.models import build_discriminator, build_generator
-from gan_core.recipes import ResolvedOptim
 from gan_core.steps import build_optimizers, train_epoch
 
 WORLD = 2
@@ -103,7 +102,7 @@ def _worker(rank: int, init_file: str) -> None:
             loss = GanLoss(loss_cfg)
             m = train_epoch(G, D, batches, opt_g, opt_d, loss, n_critic=n_critic, gen=gen,
                             conditional=conditional)
-            what = f"{loss.name} {loss_cfg}"
+            what = repr(loss)
 
             assert m["steps_d"] == N_BATCHES and m["steps_g"] == N_BATCHES // n_critic, (what, m)
             assert all(math.isfinite(v) for v in m.values()) and m["nonfinite"] == 0.0, (what, m)

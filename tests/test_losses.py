@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gan_core.config import LOSS_NAMES, LossConfig
-from gan_core.losses import F_DIVERGENCES, GanLoss
+from gan_core.losses import F_DIVERGENCES, LOSS_ROWS, LOSSES, GanLoss
 
 
 def L(name: str, **kw) -> GanLoss:
@@ -15,18 +15,43 @@ NS = L("non-saturating")
 T = torch.tensor
 
 
-def test_properties_and_aliases():
-    assert not NS.is_critic and not NS.uses_gp and not NS.uses_r1 and NS.clip is None
+def test_row_defaults_user_overrides_and_aliases():
+    assert not NS.row.critic and not NS.uses_gp and not NS.uses_r1 and NS.clip is None
     wgp = GanLoss(LossConfig.model_validate("wgan-gp"))
-    assert wgp.is_critic and wgp.uses_gp and wgp.gp_weight == 10.0 and wgp.clip is None
-    assert not L("wgan-gp", gp_weight=0.0).uses_gp
+    assert wgp.row.critic and wgp.uses_gp and wgp.gp_weight == 10.0 and wgp.clip is None
+    assert not L("wgan-gp", gp_weight=0.0).uses_gp  # the user's 0 turns the row's GP off
+    assert L("wgan-gp", gp_weight=2.5).gp_weight == 2.5
     w = GanLoss(LossConfig.model_validate("wgan-clip"))
-    assert w.name == "wgan" and w.is_critic and w.clip == 0.01 and not w.uses_gp
-    assert GanLoss(LossConfig.model_validate("ns")).name == "non-saturating"
+    assert w.row.name == "wgan" and w.row.critic and w.clip == 0.01 and not w.uses_gp
+    assert L("wgan", clip=0.05).clip == 0.05
+    assert GanLoss(LossConfig.model_validate("ns")).row is LOSSES["non-saturating"]
     # GP and R1 are not tied to a loss family.
-    hinge_gp = L("hinge", gp_weight=1.0, gp_one_sided=True, r1_gamma=0.5)
-    assert hinge_gp.uses_gp and hinge_gp.gp_one_sided and hinge_gp.uses_r1 and hinge_gp.r1_gamma == 0.5
-    assert not hinge_gp.is_critic
+    hinge_gp = L("hinge", gp_weight=1.0, clip=0.1, r1_gamma=0.5)
+    assert hinge_gp.uses_gp and hinge_gp.uses_r1 and hinge_gp.clip == 0.1
+    assert not hinge_gp.row.critic
+
+
+def test_every_loss_name_has_exactly_one_row():
+    names = [row.name for row in LOSS_ROWS]
+    assert sorted(names) == sorted(LOSS_NAMES) and len(set(names)) == len(names)
+    assert {n for n in LOSS_NAMES if LOSSES[n].critic} == {"wgan", "wgan-gp"}
+    assert {n: (r.gp_weight, r.clip) for n, r in LOSSES.items() if r.gp_weight or r.clip} == \
+        {"wgan": (0.0, 0.01), "wgan-gp": (10.0, None)}
+
+
+def test_add_penalties_weights_each_penalty_and_reports_them_unweighted():
+    gp_grad, r1_grad = T([[3.0, 4.0], [0.6, 0.8]]), T([[1.0, 2.0], [0.0, 2.0]])  # norms 5, 1; sq 5, 4
+    adv = T(1.0)
+    total, gp, r1 = L("hinge", gp_weight=2.0, r1_gamma=3.0).add_penalties(adv, gp_grad, r1_grad)
+    assert gp.item() == pytest.approx(8.0) and r1.item() == pytest.approx(4.5)  # (16+0)/2, (5+4)/2
+    assert total.item() == pytest.approx(1.0 + 2.0 * 8.0 + 0.5 * 3.0 * 4.5)
+    one_sided = L("hinge", gp_weight=1.0, gp_one_sided=True).add_penalties(adv, T([[0.3, 0.4]]), None)
+    assert one_sided[1].item() == 0.0 and one_sided[2].item() == 0.0  # norm 0.5 < 1; no R1 asked for
+    assert L("hinge", gp_weight=1.0).add_penalties(adv, T([[0.3, 0.4]]), None)[1].item() == pytest.approx(0.25)
+    # The row's lambda when the user leaves gp_weight unset.
+    assert L("wgan-gp").add_penalties(adv, gp_grad, None)[0].item() == pytest.approx(1.0 + 10 * 8.0)
+    total, gp, r1 = NS.add_penalties(adv, None, None)
+    assert total is adv and gp.item() == 0.0 and r1.item() == 0.0
 
 
 def test_bce_d_loss_values():

@@ -2,9 +2,10 @@ import pytest
 import torch
 from torch import nn
 
-from gan_core.config import LOSS_NAMES, LossConfig, OptimConfig
-from gan_core.recipes import PAPER_OPTIM, ResolvedOptim, describe, lr_scale, resolve
-from gan_core.steps import build_optimizers, set_hyperparams
+from gan_core.config import LOSS_NAMES, LossConfig, OptimConfig, ResolvedOptim
+from gan_core.losses import LOSSES
+from gan_core.recipes import RECIPES, describe, fill, resolve
+from gan_core.steps import build_optimizers
 
 
 def R(loss: str, **optim) -> ResolvedOptim:
@@ -25,9 +26,14 @@ def test_defaults_per_loss(loss, expected):
     assert R(loss) == expected
 
 
-def test_every_loss_has_a_paper_optimiser():
-    assert set(PAPER_OPTIM) == set(LOSS_NAMES)
-    assert {n for n in LOSS_NAMES if PAPER_OPTIM[n].optimizer == "rmsprop"} == {"wgan"}
+@pytest.mark.parametrize("loss", LOSS_NAMES)
+def test_resolve_falls_back_to_the_loss_rows_paper_optimiser(loss):
+    assert R(loss) == LOSSES[loss].optim
+    assert fill({}, RECIPES["points-paper"], loss)["optim.lr_d"] == LOSSES[loss].optim.lr_d
+
+
+def test_only_wgan_uses_rmsprop():
+    assert {n for n in LOSS_NAMES if LOSSES[n].optim.optimizer == "rmsprop"} == {"wgan"}
 
 
 def test_explicit_values_win_field_by_field():
@@ -54,32 +60,3 @@ def test_build_optimizers_follows_the_recipe():
     opt_g, opt_d = build_optimizers(G, D, R("wgan"))
     assert isinstance(opt_g, torch.optim.RMSprop) and isinstance(opt_d, torch.optim.RMSprop)
     assert opt_d.param_groups[0]["lr"] == 5e-5 and opt_d.param_groups[0]["momentum"] == 0
-
-
-def test_lr_schedule_is_constant_then_linear_to_one_percent():
-    r = resolve(LossConfig(), OptimConfig(lr_decay_start=0.5))
-    assert [lr_scale(r, p) for p in (0.0, 0.5, 0.75)] == [1.0, 1.0, 0.5]
-    assert lr_scale(r, 1.0) == 0.01  # never 0: the last epochs still train
-    assert lr_scale(resolve(LossConfig(), OptimConfig()), 0.99) == 1.0  # no schedule set
-    assert "lr decay after 50%" in describe(r)
-
-
-def test_set_hyperparams_overrides_a_restored_optimiser_but_keeps_its_moments():
-    """PBT hands a trial the donor's optimiser state, saved with the donor's lr and betas: the trial's
-    own (mutated) values must win, while Adam's moment estimates carry over."""
-    G, D = nn.Linear(2, 2), nn.Linear(2, 1)
-    donor = ResolvedOptim("adam", 1e-3, 2e-3, (0.5, 0.9), 1)
-    opt_g, opt_d = build_optimizers(G, D, donor)
-    G(torch.ones(1, 2)).sum().backward()
-    D(torch.ones(1, 2)).sum().backward()
-    opt_g.step()
-    opt_d.step()
-    mutated = ResolvedOptim("adam", 4e-4, 8e-4, (0.0, 0.99), 1)
-    new_g, new_d = build_optimizers(G, D, mutated)
-    new_g.load_state_dict(opt_g.state_dict())
-    new_d.load_state_dict(opt_d.state_dict())
-    assert new_g.param_groups[0]["lr"] == 1e-3  # what loading alone does: the donor's values
-    set_hyperparams(new_g, new_d, mutated, scale=0.5)
-    assert new_g.param_groups[0]["lr"] == 2e-4 and new_d.param_groups[0]["lr"] == 4e-4
-    assert new_g.param_groups[0]["betas"] == (0.0, 0.99)
-    assert torch.equal(new_g.state[G.weight]["exp_avg"], opt_g.state[G.weight]["exp_avg"])

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from gan_core.config import LOSS_NAMES, LossConfig, ModelConfig, OptimConfig
+from gan_core.config import LOSS_NAMES, LossConfig, ModelConfig, OptimConfig, ResolvedOptim
 from gan_core.ema import EMA
 from gan_core.losses import GanLoss
 from gan_core.models import build_discriminator, build_generator
-from gan_core.recipes import ResolvedOptim, resolve
+from gan_core.recipes import resolve
 from gan_core.regularisers import gradient_penalty, r1_penalty
 from gan_core.steps import build_optimizers, d_step, g_step, train_epoch
 

@@ -21,12 +21,13 @@ from torch.utils.data import DataLoader, TensorDataset
 from flows.conventions import PROBE_PREFIX, PROGRESS, SELECTION, checkpoint_dir_name, completed
 from gan_core.augment import AugmentConfig, adjust_p, mirror, resumed_p
 from gan_core.checkpoint import restore, training_state
-from gan_core.config import LossConfig, ModelConfig
+from gan_core.config import LossConfig, ModelConfig, ResolvedOptim
 from gan_core.ema import EMA
 from gan_core.losses import GanLoss
 from gan_core.models import build_discriminator, build_generator
-from gan_core.recipes import ResolvedOptim, describe, lr_scale
-from gan_core.steps import build_optimizers, set_hyperparams, train_epoch, unwrap
+from gan_core.recipes import describe
+from gan_core.schedules import lr_scale, set_hyperparams
+from gan_core.steps import build_optimizers, train_epoch, unwrap
 
 STATE_FILE = "state.pt"
 

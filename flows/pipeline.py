@@ -87,16 +87,10 @@ def evaluate_task(paths: RunPaths, params: Params, outcome: TrainOutcome) -> dic
 def register_task(paths: RunPaths, params: Params, outcome: TrainOutcome, data_version: str, metrics: dict) -> str:
     manifest = load_manifest(paths.workspace)
     evaluator = json.loads((paths.workspace / CLASSIFIER / "classifier.json").read_text())["evaluator_version"]
-    tags = {
-        "data_version": data_version,
-        "config_hash": outcome.identity.training_hash,
-        "git_sha": tracking.git_sha(paths.workspace),
-        "ray_run": outcome.identity.name,
-        # Scores compare only on the same holdout with the same evaluator (the promotion gate checks).
-        "evaluator_version": evaluator,
-        "primary_metric": PRIMARY[manifest["kind"]],
-        **{f"eval.{k}": f"{v:.6g}" for k, v in metrics.items()},
-    }
+    tags = versions.VersionTags.of_run(
+        data_version=data_version, config_hash=outcome.identity.training_hash,
+        git_sha=tracking.git_sha(paths.workspace), ray_run=outcome.identity.name, evaluator_version=evaluator,
+        primary_metric=PRIMARY[manifest["kind"]], metrics=metrics)
     version = versions.register(outcome.identity.mlflow_run_id, params, outcome.state, tags)
     tracking.finish_run(outcome.identity.mlflow_run_id)
     return version
@@ -107,7 +101,7 @@ def _unchanged(paths, params, identity, data_version, version, tags, timings) ->
     print(f"Unchanged since {params.model_name} version {version} (data version {data_version}, config hash "
           f"{identity.training_hash}): skipping training, evaluation and registration. "
           "Pass --new-run to retrain anyway.")
-    metrics = {k.removeprefix("eval."): float(v) for k, v in tags.items() if k.startswith("eval.")}
+    metrics = versions.VersionTags.read(tags).metrics()
     return _summary(paths, params, identity, data_version, version, metrics, timings, epochs=None, resumed=None,
                     skipped=True)
 

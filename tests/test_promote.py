@@ -334,3 +334,25 @@ def test_cli_promote_reports_each_decision_and_refuses_unknown_versions(workspac
     code, out, err = run_cli("promote", "--model", "ganflow-digits", "--version", "9", "--workspace", str(workspace))
     assert code == 2
     assert "model 'ganflow-digits' has no version '9'; its versions: 1" in err and "Traceback" not in err
+
+
+def test_judge_decides_from_tags_alone_and_moves_nothing():
+    # The gate's decision is a pure function of the two versions' tags (no MLflow client at all).
+    from flows.registry.promote import judge
+    from flows.registry.versions import VersionTags
+
+    def tags(score: str) -> VersionTags:
+        return VersionTags(data_version="dv", evaluator_version="ev", primary_metric="fd", scores={"fd": score})
+
+    def no_rescoring():
+        raise AssertionError("same holdout and evaluator: the stored scores decide")
+
+    args = dict(failure=None, default_metric=lambda: "fd", rescorer=no_rescoring)
+    assert judge("m", "2", tags("1.5"), ("1", tags("2.0")), **args).decision == "promoted"
+    assert judge("m", "2", tags("2.0"), ("1", tags("2.0")), **args).decision == "kept"  # a tie keeps
+    assert judge("m", "2", tags("nan"), ("1", tags("2.0")), **args).decision == "rejected"
+    assert judge("m", "2", tags("1.0"), None, **args).champion_after == "2"
+    failed = judge("m", "2", tags("1.0"), ("1", tags("2.0")), **{**args, "failure": "its run FAILED"})
+    assert (failed.decision, failed.champion_after) == ("rejected", "1")
+    again = judge("m", "1", tags("2.0"), ("1", tags("2.0")), **args)
+    assert (again.decision, again.recorded) == ("kept", False)

@@ -27,6 +27,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -36,6 +37,7 @@ from filelock import FileLock, Timeout
 from flows.env import RunPaths
 from flows.errors import UserError
 from flows.params import Params
+from flows.registry.versions import VersionTags
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -58,6 +60,7 @@ class Decision:
     champion_before: str | None  # champion version when the gate started (None: there was none)
     champion_after: str | None
     reevaluated: bool = False
+    recorded: bool = True  # False: nothing to record (re-promoting the champion)
 
     def summary(self) -> str:
         """The one line the CLI (and the pipeline log) prints."""
@@ -78,15 +81,6 @@ def _v(version: str | None) -> str:
 
 def _fmt(x: float | None) -> str:
     return "none" if x is None else format(x, ".8g")
-
-
-def _score(raw: str | None) -> float | None:
-    """A stored score tag as a finite float, else None (missing, unparsable, NaN or Inf)."""
-    try:
-        value = float(raw)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
 
 
 def promote(model_name: str, version: str, paths: RunPaths, params: Params, echo: bool = True) -> Decision:
@@ -115,86 +109,98 @@ def promote(model_name: str, version: str, paths: RunPaths, params: Params, echo
 def _decide(client, name: str, version: str, paths: RunPaths, params: Params) -> Decision:
     mv = _model_version(client, name, version)  # read again under the lock: tags may have moved
     champion = _champion(client, name)
-    before = str(champion.version) if champion is not None else None
-    if before != version:  # re-promoting the champion moves nothing, not even `challenger`
-        client.set_registered_model_alias(name, CHALLENGER, version)
+    decision = judge(name, version, VersionTags.read(mv.tags),
+                     (str(champion.version), VersionTags.read(champion.tags)) if champion is not None else None,
+                     failure=_run_failure(client, mv.run_id),
+                     default_metric=lambda: _workspace_metric(paths, params),
+                     rescorer=lambda: _Rescorer(client, name, paths, params))
+    apply(client, decision)
+    return decision
 
-    def decided(kind: DecisionKind, reason: str, metric: str | None, mine: float | None,
-                theirs: float | None, reevaluated: bool = False, record: bool = True) -> Decision:
+
+def judge(name: str, version: str, mine: VersionTags, champion: tuple[str, VersionTags] | None, *,
+          failure: str | None, default_metric: Callable[[], str], rescorer: Callable[[], _Rescorer]) -> Decision:
+    """The gate's decision for `version` (tags `mine`) against the champion (its version and tags), moving
+    nothing. Stored scores decide when both were made on the same holdout by the same evaluator; otherwise
+    `rescorer()` measures both afresh on the workspace's current holdout (and records those scores)."""
+    before = champion[0] if champion is not None else None
+
+    def decided(kind: DecisionKind, reason: str, metric: str | None, a: float | None, b: float | None,
+                reevaluated: bool = False, recorded: bool = True) -> Decision:
         after = version if kind == "promoted" else before
-        d = Decision(name, version, kind, reason, metric, mine, theirs, before, after, reevaluated)
-        if kind == "promoted":
-            client.set_registered_model_alias(name, CHAMPION, version)
-        if record:
-            tags = {
-                "promotion.decision": kind,
-                "promotion.reason": reason[:4900],
-                "promotion.metric": metric or "none",
-                "promotion.challenger_score": _fmt(mine),
-                "promotion.champion_score": _fmt(theirs),
-                "promotion.champion_version": before or "none",
-                "promotion.reevaluated": str(reevaluated).lower(),
-                "promotion.at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
-            for k, v in tags.items():
-                client.set_model_version_tag(name, version, k, v)
-        return d
+        return Decision(name, version, kind, reason, metric, a, b, before, after, reevaluated, recorded)
 
     if before == version:
         # Idempotent: nothing changes, and the record of how it became champion stays intact.
-        metric = mv.tags.get("primary_metric")
-        return decided("kept", "already champion", metric, _score(mv.tags.get(f"eval.{metric}")),
-                       _score(mv.tags.get(f"eval.{metric}")), record=False)
+        metric = mine.primary_metric or None
+        return decided("kept", "already champion", metric, mine.score(metric), mine.score(metric), recorded=False)
 
-    metric = mv.tags.get("primary_metric") or (champion.tags.get("primary_metric") if champion else None) \
-        or _workspace_metric(paths, params)
-    mine = _score(mv.tags.get(f"eval.{metric}"))
-
-    failure = _run_failure(client, mv.run_id)
+    theirs_tags = champion[1] if champion is not None else None
+    metric = mine.primary_metric or (theirs_tags.primary_metric if theirs_tags else "") or default_metric()
+    a = mine.score(metric)
     if failure:
-        return decided("rejected", failure, metric, mine, None)
-    if mine is None:
-        raw = mv.tags.get(f"eval.{metric}")
+        return decided("rejected", failure, metric, a, None)
+    if a is None:
+        raw = mine.scores.get(metric)
         what = "missing" if raw is None else f"{raw!r}"
-        return decided("rejected", f"primary score eval.{metric} is {what}, not a finite number",
-                       metric, None, None)
-    if champion is None:
-        return decided("promoted", f"no champion yet; {metric} {_fmt(mine)}", metric, mine, None)
+        return decided("rejected", f"primary score eval.{metric} is {what}, not a finite number", metric, None, None)
+    if theirs_tags is None:
+        return decided("promoted", f"no champion yet; {metric} {_fmt(a)}", metric, a, None)
 
-    theirs = _score(champion.tags.get(f"eval.{metric}"))
-    same = [k for k in ("data_version", "evaluator_version", "primary_metric")
-            if mv.tags.get(k) and mv.tags.get(k) == champion.tags.get(k)]
-    if len(same) == 3 and theirs is not None:
-        where = f"same holdout {mv.tags['data_version'][:12]} and evaluator {mv.tags['evaluator_version']}"
-        return _compare(decided, metric, mine, theirs, before, where, reevaluated=False)
+    b = theirs_tags.score(metric)
+    why = _incomparable(mine, theirs_tags, b, metric)
+    if why is None:
+        where = f"same holdout {mine.data_version[:12]} and evaluator {mine.evaluator_version}"
+        return _better(decided, metric, a, b, before, where, reevaluated=False)
 
     # Scores made on another holdout or by another evaluator do not compare: score both afresh.
-    why = _incomparable(mv.tags, champion.tags, theirs, metric)
-    fresh = _Rescorer(client, name, paths, params)
+    fresh = rescorer()
     metric = fresh.metric
     try:
-        mine = fresh.score(version)
+        a = fresh.score(version)
     except Exception as exc:  # noqa: BLE001 - a model that cannot be scored cannot be promoted
         return decided("rejected", f"{why}; re-evaluation failed: {exc}"[:4900], metric, None, None,
                        reevaluated=True)
     try:
-        theirs = fresh.score(before)
+        b = fresh.score(before)
     except Exception as exc:  # noqa: BLE001 - fail closed: no decision without the champion's score
         raise UserError(f"{name} version {version}: cannot re-score champion version {before} on the current "
                         f"holdout ({why}): {exc}; nothing was promoted") from None
     where = (f"{why}; both re-evaluated on the current holdout {fresh.data_version[:12]} "
              f"with evaluator {fresh.evaluator_version}")
-    if mine is None:
+    if a is None:
         return decided("rejected", f"{where}: the challenger's {metric} is not a finite number", metric,
-                       None, theirs, reevaluated=True)
-    if theirs is None:
+                       None, b, reevaluated=True)
+    if b is None:
         return decided("promoted", f"{where}: the champion's {metric} is not a finite number", metric,
-                       mine, None, reevaluated=True)
-    return _compare(decided, metric, mine, theirs, before, where, reevaluated=True)
+                       a, None, reevaluated=True)
+    return _better(decided, metric, a, b, before, where, reevaluated=True)
 
 
-def _compare(decided, metric: str, mine: float, theirs: float, before: str | None, where: str,
-             reevaluated: bool) -> Decision:
+def apply(client, d: Decision) -> None:
+    """Move the aliases a decision names and record it on the challenger as promotion.* tags."""
+    if d.champion_before != d.version:  # re-promoting the champion moves nothing, not even `challenger`
+        client.set_registered_model_alias(d.model, CHALLENGER, d.version)
+    if d.decision == "promoted":
+        client.set_registered_model_alias(d.model, CHAMPION, d.version)
+    if not d.recorded:
+        return
+    tags = {
+        "promotion.decision": d.decision,
+        "promotion.reason": d.reason[:4900],
+        "promotion.metric": d.metric or "none",
+        "promotion.challenger_score": _fmt(d.challenger_score),
+        "promotion.champion_score": _fmt(d.champion_score),
+        "promotion.champion_version": d.champion_before or "none",
+        "promotion.reevaluated": str(d.reevaluated).lower(),
+        "promotion.at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    for k, v in tags.items():
+        client.set_model_version_tag(d.model, d.version, k, v)
+
+
+def _better(decided, metric: str, mine: float, theirs: float, before: str | None, where: str,
+            reevaluated: bool) -> Decision:
     if mine < theirs:
         return decided("promoted", f"{metric} {_fmt(mine)} < {_fmt(theirs)} of version {before} ({where})",
                        metric, mine, theirs, reevaluated)
@@ -203,14 +209,17 @@ def _compare(decided, metric: str, mine: float, theirs: float, before: str | Non
                            f"better ({where})", metric, mine, theirs, reevaluated)
 
 
-def _incomparable(mine: dict, theirs: dict, their_score: float | None, metric: str) -> str:
+def _incomparable(mine: VersionTags, theirs: VersionTags, their_score: float | None, metric: str) -> str | None:
+    """Why the two stored scores do not compare, or None when they do."""
     for key in ("data_version", "evaluator_version", "primary_metric"):
-        a, b = mine.get(key), theirs.get(key)
+        a, b = getattr(mine, key), getattr(theirs, key)
         if not a or not b:
             return f"{key} tag missing on {'the challenger' if not a else 'the champion'}"
         if a != b:
             return f"{key} differs ({a[:16]} vs champion's {b[:16]})"
-    return f"the champion's stored eval.{metric} is {theirs.get(f'eval.{metric}')!r}"
+    if their_score is None:
+        return f"the champion's stored eval.{metric} is {theirs.scores.get(metric)!r}"
+    return None
 
 
 def _model_version(client, name: str, version: str):

@@ -3,8 +3,11 @@ dict (loadable with torch.load(weights_only=True)): no pickled classes, no torch
 loading a version back, and finding the version a training run made."""
 from __future__ import annotations
 
+import math
 import tempfile
 import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
@@ -20,9 +23,55 @@ from gan_core.checkpoint import generator_bundle, generator_from_state
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc.py")
 BUNDLE = "generator.pt"
+SCORE_PREFIX = "eval."  # a version's own holdout scores: eval.fd, eval.reverse_kl, ...
 
 
-def register(run_id: str, params: Params, state: dict, tags: dict[str, str]) -> str:
+@dataclass(frozen=True)
+class VersionTags:
+    """The tags every registered version carries: written by the pipeline's register task and read by the
+    gate and the unchanged-since check, only through this class. A version registered without one of
+    them (by hand, or by an older ganflow) reads it as ""."""
+
+    data_version: str = ""
+    config_hash: str = ""
+    git_sha: str = ""
+    ray_run: str = ""
+    evaluator_version: str = ""  # scores compare only on the same holdout with the same evaluator
+    primary_metric: str = ""
+    scores: dict[str, str] = field(default_factory=dict)  # metric -> the tag's text, nan/inf included
+
+    @classmethod
+    def of_run(cls, *, data_version: str, config_hash: str, git_sha: str, ray_run: str, evaluator_version: str,
+               primary_metric: str, metrics: Mapping[str, float]) -> VersionTags:
+        return cls(data_version, config_hash, git_sha, ray_run, evaluator_version, primary_metric,
+                   {k: f"{v:.6g}" for k, v in metrics.items()})
+
+    @classmethod
+    def read(cls, tags: Mapping[str, str]) -> VersionTags:
+        fields = {k: tags.get(k, "") for k in ("data_version", "config_hash", "git_sha", "ray_run",
+                                                "evaluator_version", "primary_metric")}
+        scores = {k[len(SCORE_PREFIX):]: v for k, v in tags.items() if k.startswith(SCORE_PREFIX)}
+        return cls(**fields, scores=scores)
+
+    def as_mlflow(self) -> dict[str, str]:
+        tags = {k: getattr(self, k) for k in ("data_version", "config_hash", "git_sha", "ray_run",
+                                              "evaluator_version", "primary_metric")}
+        return {**tags, **{f"{SCORE_PREFIX}{k}": v for k, v in self.scores.items()}}
+
+    def score(self, metric: str | None) -> float | None:
+        """The stored score as a finite float, else None (missing, unparsable, NaN or Inf)."""
+        try:
+            value = float(self.scores[metric])  # type: ignore[index]
+        except (KeyError, TypeError, ValueError):
+            return None
+        return value if math.isfinite(value) else None
+
+    def metrics(self) -> dict[str, float]:
+        """Every stored score as a float (NaN/Inf kept): what the run reported when it was registered."""
+        return {k: float(v) for k, v in self.scores.items()}
+
+
+def register(run_id: str, params: Params, state: dict, tags: VersionTags | dict[str, str]) -> str:
     """Log the generator to the run and register it as a new version; returns the version."""
     bundle = generator_bundle(state)
     G = generator_from_state(bundle)
@@ -44,6 +93,7 @@ def register(run_id: str, params: Params, state: dict, tags: dict[str, str]) -> 
         )
         # The version and its tags (scores, data version, config hash) in one create call: a crash
         # can leave an unregistered logged model, never a version without the tags the gate reads.
+        tags = tags.as_mlflow() if isinstance(tags, VersionTags) else tags
         mv = mlflow.register_model(info.model_uri, params.model_name, tags=tags)
     return str(mv.version)
 

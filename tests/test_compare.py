@@ -28,13 +28,14 @@ ORDER = ["ring8-wgangp", "ring8-hinge", "ring8-ns", "ring8-diverged"]
 def log_runs(paths) -> dict[str, str]:
     """The experiment a few pipeline runs leave behind: three scored, one diverged (FAILED)."""
     from flows.registry import tracking
-    from flows.params import Params
+    from flows.params import validate
     from flows.run.identity import RunIdentity
 
     ids = {}
     for name, (overrides, metrics) in RUNS.items():
-        params = Params.model_validate({"data": {"name": "ring8", "points": 500}, "model": {"arch": "auto"},
-                                        **overrides})
+        # As a run logs them: validated with the recipe's values filled in (arch, optimiser resolved).
+        params = validate({"data": {"name": "ring8", "points": 500}, "model": {"arch": "auto"}, **overrides},
+                          "params.yaml", n_train=400)
         identity = RunIdentity(name, params.training_hash(), "d41d8cd98f00b204e9800998ecf8427e")
         run_id = tracking.start_run(params, paths, identity, identity.data_version)
         if metrics is None:

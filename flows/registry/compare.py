@@ -110,9 +110,7 @@ def _sort_key(row: dict, metric: str):
 def _row(run, primary: str) -> dict:
     p, tags, info = run.data.params, run.data.tags, run.info
     duration = ((info.end_time or time.time() * 1000) - info.start_time) / 1000 if info.start_time else None
-    arch = p.get("model.arch", "-")
-    if arch == "auto":
-        arch = "mlp" if primary == "reverse_kl" else "dcgan"
+    arch = p.get("model.arch", "-")  # logged resolved (the recipe's); "auto" only in runs from before recipes
     return {
         "run": info.run_name or info.run_id[:8],
         "run_id": info.run_id,
@@ -131,22 +129,14 @@ def _row(run, primary: str) -> dict:
 
 
 def _optim(p: dict) -> str:
-    """The optimiser actually used: the logged optim.* over the loss's recipe (as training resolves it)."""
-    from flows.params import load_yaml
-    from gan_core.config import LossConfig, OptimConfig
-    from gan_core.recipes import resolve
+    """The optimiser as the run logged it: params are validated with the recipe's values filled in before
+    they are logged, so optim.* are the values training used (runs logged before recipes show "-")."""
+    def value(key: str) -> str:
+        v = p.get(f"optim.{key}")
+        return "-" if v in (None, "None") else v
 
-    def section(prefix: str) -> dict:
-        return {k[len(prefix):]: load_yaml(v) if v != "None" else None
-                for k, v in p.items() if k.startswith(prefix)}
-
-    try:
-        r = resolve(LossConfig.model_validate(section("loss.")), OptimConfig.model_validate(section("optim.")))
-    except Exception:  # noqa: BLE001 - runs logged by another version: show what was logged
-        lr = p.get("optim.lr_g", "-")
-        return f"{p.get('optim.optimizer', '-')} {lr}"
-    lr = f"{r.lr_g:g}" if r.lr_g == r.lr_d else f"{r.lr_g:g}/{r.lr_d:g}"
-    return f"{r.optimizer} {lr}"
+    lr_g, lr_d = value("lr_g"), value("lr_d")
+    return f"{value('optimizer')} {lr_g if lr_g == lr_d else f'{lr_g}/{lr_d}'}"
 
 
 def _duration(row: dict) -> str:

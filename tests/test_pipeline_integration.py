@@ -115,3 +115,57 @@ def test_point_data_with_a_recipe_and_a_diverged_run_never_registered(workspace)
     failed = client.search_runs([client.get_experiment_by_name("ganflow-ring8").experiment_id],
                                 "attributes.status = 'FAILED'")
     assert len(failed) == 1 and "diverged" in failed[0].data.tags["ganflow.failure"]
+
+
+def test_params_yaml_edited_while_a_run_trains_changes_nothing_registered(workspace):
+    # One snapshot per run (issue 14): the flow reads params.yaml once; the version it registers (weights,
+    # tags, logged params) describes that snapshot even if the file changes mid-run.
+    import subprocess
+    import time
+
+    from conftest import BIN, clean_env
+
+    first = ["--set", "data.name=ring8", "--set", "data.points=2000", "--set", "train.epochs=30",
+             "--set", "train.batch_size=64", "--set", "eval.num_samples=500", "--set", "eval.every=10"]
+    proc = subprocess.Popen([str(BIN / "ganflow"), "pipeline", *first, "--workspace", str(workspace)], cwd=workspace,
+                            env=clean_env(workspace / ".ganflow"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    original = (workspace / "params.yaml").read_text()
+    lines, edited_at, epochs_after_edit = [], None, 0
+    for line in proc.stdout:  # timed on the run's own progress: edit once epoch 1 is reported
+        lines.append(line)
+        if "[ganflow] epoch " in line:
+            if edited_at is None:
+                raw = yaml.safe_load((workspace / "params.yaml").read_text())
+                raw["train"]["epochs"], raw["model"]["width"], raw["loss"] = 3, 8, "hinge"
+                (workspace / "params.yaml").write_text(yaml.safe_dump(raw))
+                edited_at = time.time()
+            else:
+                epochs_after_edit += 1
+    assert proc.wait(timeout=900) == 0, "".join(lines)[-4000:]
+    assert edited_at is not None and epochs_after_edit > 0, "the edit did not land while the run trained"
+    assert "width: 8" in (workspace / "params.yaml").read_text() and "width: 8" not in original
+
+    summary = json.loads((workspace / ".ganflow" / "last_pipeline.json").read_text())
+    assert summary["epochs"] == 30
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from flows.registry.versions import VersionTags
+
+    mlflow.set_tracking_uri(f"sqlite:///{workspace / '.ganflow' / 'mlflow.db'}")
+    client = MlflowClient()
+    mv = client.get_model_version("ganflow-ring8", summary["version"])
+    assert mv.creation_timestamp / 1000 > edited_at  # registered after the edit...
+    run = client.get_run(mv.run_id)
+    assert (run.data.params["train.epochs"], run.data.params["model.width"], run.data.params["loss.name"]) == \
+        ("30", "400", "non-saturating")  # ...from the snapshot: the points recipe's width, NS loss
+    identity = json.loads((workspace / ".ganflow" / "ray_results" / summary["ray_run"] / "ganflow_run.json").read_text())
+    assert VersionTags.read(mv.tags).config_hash == run.data.tags["ganflow.config_hash"] == identity["training_hash"]
+    G = mlflow.pyfunc.load_model(f"models:/ganflow-ring8/{summary['version']}")
+    assert G.predict(np.zeros((2, 2), dtype=np.float32)).shape == (2, 2)
+    from flows.registry.versions import load_generator
+
+    widths = {p.shape[0] for n, p in load_generator(f"models:/ganflow-ring8/{summary['version']}").named_parameters()
+              if n.endswith("weight") and p.dim() == 2}
+    assert 400 in widths and 8 not in widths  # the weights are the snapshot's model

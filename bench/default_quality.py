@@ -49,7 +49,7 @@ def run(dataset: str, seed: int, root: Path) -> dict:
     summary = json.loads((ws / ".ganflow" / "last_pipeline.json").read_text())
     out = ws / "registered.npy"
     run_ganflow(ws, "sample", "--model", summary["model_uri"], "-n", "2500", "--seed", "1234", "--out", str(out))
-    metrics = Evaluator(ws).score_samples(torch.from_numpy(np.load(out)))
+    metrics = Evaluator(ws).measure_samples(torch.from_numpy(np.load(out)))
     return {"dataset": dataset, "seed": seed, "wall": wall, "metrics": metrics, "since_start": time.time() - started,
             "epochs": summary["epochs"], "grid": summary["images"]}
 

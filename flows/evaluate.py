@@ -119,13 +119,13 @@ class Evaluator:
             self._pixels = pixel_space(x_tr.numpy()), pixel_space(x_ref.numpy())
         return self._pixels
 
-    def score(self, G: nn.Module, n: int, seed: int, full: bool = True) -> tuple[dict[str, float], torch.Tensor]:
+    def measure(self, G: nn.Module, n: int, seed: int, full: bool = True) -> tuple[dict[str, float], torch.Tensor]:
         """Metrics of n samples (lower `self.primary` is better) and the samples. full=False skips
         the k-NN metrics (KID, precision/recall, density/coverage, memorisation) for cheap probes."""
         fake = sample(G, n, seed)
-        return self.score_samples(fake, full), fake
+        return self.measure_samples(fake, full), fake
 
-    def score_samples(self, fake: torch.Tensor, full: bool = True) -> dict[str, float]:
+    def measure_samples(self, fake: torch.Tensor, full: bool = True) -> dict[str, float]:
         """The metrics of samples already drawn (score's, without a generator)."""
         if self.kind == "points":
             m = mode_metrics(fake.cpu().numpy(), self.means, self.std)
@@ -261,4 +261,4 @@ def evaluate(G: nn.Module, params, workspace: Path) -> tuple[dict[str, float], t
     """The final evaluation of a pipeline run: every metric on the holdout, with the judge's frozen
     sample count and seed (judge_protocol)."""
     n, seed = judge_protocol(workspace, params)
-    return Evaluator(workspace, split="holdout").score(G, n, seed)
+    return Evaluator(workspace, split="holdout").measure(G, n, seed)

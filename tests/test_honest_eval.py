@@ -159,10 +159,10 @@ def test_evaluator_scores_against_the_split_it_is_given(tmp_path):
     train, val, holdout = (load_split(ws, k)[0] for k in ("train", "val", "holdout"))
     probe, final = Evaluator(ws, split="val"), Evaluator(ws)
     assert len(probe.ref_features) == len(val) and len(final.ref_features) == len(holdout)
-    cheap, _ = probe.score(Replay(train), 200, seed=0, full=False)
+    cheap, _ = probe.measure(Replay(train), 200, seed=0, full=False)
     assert "memorisation" not in cheap and cheap["reference_samples"] == len(val)
-    copied, _ = final.score(Replay(train), 200, seed=0)
-    unseen, _ = final.score(Replay(val), 200, seed=0)
+    copied, _ = final.measure(Replay(train), 200, seed=0)
+    unseen, _ = final.measure(Replay(val), 200, seed=0)
     assert copied["memorisation"] > 0.95 and unseen["memorisation"] < 0.2, (copied, unseen)
     assert "class_coverage" in copied  # a labelled judge (its untrained guesses are all one class)
     with pytest.raises(ValueError, match="split must be one of"):
@@ -171,7 +171,7 @@ def test_evaluator_scores_against_the_split_it_is_given(tmp_path):
 
 def test_unlabelled_judge_reports_no_class_coverage_and_the_protocol_is_frozen_with_it(tmp_path):
     ws = _small_workspace(tmp_path, judge={"labelled": False, "eval": {"num_samples": 300, "seed": 7}})
-    metrics, _ = Evaluator(ws).score(Replay(load_split(ws, "val")[0]), 100, seed=0)
+    metrics, _ = Evaluator(ws).measure(Replay(load_split(ws, "val")[0]), 100, seed=0)
     assert "class_coverage" not in metrics and "class coverage not measured" in headline(metrics)
     assert judge_protocol(ws, Params()) == (300, 7)  # not params.eval's 2500 / 1234
     (ws / CLASSIFIER / "classifier.json").write_text(json.dumps({"kind": "images"}))

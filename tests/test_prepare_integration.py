@@ -86,6 +86,6 @@ def test_a_generator_that_replays_real_images_scores_a_frechet_ratio_near_one_at
 
     evaluator = Evaluator(workspace)
     for n in (500, 1000, 2500):
-        metrics, _ = evaluator.score(Replay(), n, seed=0, full=False)
+        metrics, _ = evaluator.measure(Replay(), n, seed=0, full=False)
         assert metrics["fd_ratio_samples"] == min(n, len(real))
         assert 0.5 < metrics["fd_ratio"] < 1.5, (n, metrics)

@@ -133,11 +133,11 @@ def judge(name: str, version: str, mine: VersionTags, champion: tuple[str, Versi
     if before == version:
         # Idempotent: nothing changes, and the record of how it became champion stays intact.
         metric = mine.primary_metric or None
-        return decided("kept", "already champion", metric, mine.score(metric), mine.score(metric), recorded=False)
+        return decided("kept", "already champion", metric, mine.stored_score(metric), mine.stored_score(metric), recorded=False)
 
     theirs_tags = champion[1] if champion is not None else None
     metric = mine.primary_metric or (theirs_tags.primary_metric if theirs_tags else "") or default_metric()
-    a = mine.score(metric)
+    a = mine.stored_score(metric)
     if failure:
         return decided("rejected", failure, metric, a, None)
     if a is None:
@@ -147,7 +147,7 @@ def judge(name: str, version: str, mine: VersionTags, champion: tuple[str, Versi
     if theirs_tags is None:
         return decided("promoted", f"no champion yet; {metric} {_fmt(a)}", metric, a, None)
 
-    b = theirs_tags.score(metric)
+    b = theirs_tags.stored_score(metric)
     why = _incomparable(mine, theirs_tags, b, metric)
     if why is None:
         where = f"same holdout {mine.data_version[:12]} and evaluator {mine.evaluator_version}"
@@ -157,12 +157,12 @@ def judge(name: str, version: str, mine: VersionTags, champion: tuple[str, Versi
     fresh = rescorer()
     metric = fresh.metric
     try:
-        a = fresh.score(version)
+        a = fresh.measure(version)
     except Exception as exc:  # noqa: BLE001 - a model that cannot be scored cannot be promoted
         return decided("rejected", f"{why}; re-evaluation failed: {exc}"[:4900], metric, None, None,
                        reevaluated=True)
     try:
-        b = fresh.score(before)
+        b = fresh.measure(before)
     except Exception as exc:  # noqa: BLE001 - fail closed: no decision without the champion's score
         raise UserError(f"{name} version {version}: cannot re-score champion version {before} on the current "
                         f"holdout ({why}): {exc}; nothing was promoted") from None
@@ -319,9 +319,9 @@ class _Rescorer:
 
     def _metrics(self, G) -> dict[str, float]:
         # full=False: the primary metric (fd / reverse_kl) without the k-NN extras nobody compares here.
-        return self.evaluator.score(G, *self.protocol, full=False)[0]
+        return self.evaluator.measure(G, *self.protocol, full=False)[0]
 
-    def score(self, version: str) -> float | None:
+    def measure(self, version: str) -> float | None:
         from flows.registry.versions import load_generator
 
         G = load_generator(f"models:/{self.name}/{version}")

@@ -58,7 +58,7 @@ class VersionTags:
                                               "evaluator_version", "primary_metric")}
         return {**tags, **{f"{SCORE_PREFIX}{k}": v for k, v in self.scores.items()}}
 
-    def score(self, metric: str | None) -> float | None:
+    def stored_score(self, metric: str | None) -> float | None:
         """The stored score as a finite float, else None (missing, unparsable, NaN or Inf)."""
         try:
             value = float(self.scores[metric])  # type: ignore[index]

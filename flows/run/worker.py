@@ -164,7 +164,7 @@ def train_loop(config: dict) -> dict:
         if evaluator is not None:
             if finite and (done % ev["every"] == 0 or done in (stop, t["epochs"])):
                 # The quality the user cares about, as training goes (rank 0 only; the EMA G if any).
-                probe, _ = evaluator.score(ema.module if ema is not None else unwrap(G), ev["probe_samples"],
+                probe, _ = evaluator.measure(ema.module if ema is not None else unwrap(G), ev["probe_samples"],
                                            ev["seed"], full=False)
                 metrics.update({f"{PROBE_PREFIX}{k}": v for k, v in probe.items()})
                 score = probe[evaluator.primary]

@@ -25,6 +25,7 @@ if __package__ in (None, ""):
     __package__ = "bench"
 
 from bench.common import footer, last_pipeline, run_ganflow, table  # noqa: E402
+from flows.conventions import completed  # noqa: E402
 from bench.overhead import _workspace  # noqa: E402
 
 # The product's own recipes (gan_core/recipes.py, `recipe: auto`): nothing set but the dataset and how
@@ -49,7 +50,7 @@ def run(dataset: str, root: Path, seed: int = 0) -> dict:
     hit = next((h for h in history if reached(h, dataset)), None)
     probes = [h for h in history if "probe_fd" in h or "probe_modes" in h]
     return {"dataset": dataset, "wall": wall, "stages": summary["timings_s"], "final": summary["metrics"],
-            "hit_epoch": None if hit is None else int(hit["epoch"]) + 1,
+            "hit_epoch": None if hit is None else completed(hit["epoch"]),
             "time_to_quality": None if hit is None else hit["epoch_end_unix"] - started,
             "epochs": len(history), "last_probe": probes[-1] if probes else {}}
 

@@ -26,32 +26,53 @@ def fit(params: Params, paths: RunPaths, identity: RunIdentity, callbacks: list 
     has no checkpoint of its own (a PBT trial taking over another trial's weights). `stop_epoch`: end
     after that many epochs, with a checkpoint, though the schedule still spans train.epochs (a PBT
     segment)."""
-    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-    import ray
-
-    t = params.train
     ray_runtime.init(paths)
-    use_gpu = t.use_gpu if t.use_gpu != "auto" else ray_runtime.gpus_available() >= t.num_workers
-    cpus = ray.cluster_resources().get("CPU", 0)
-    if t.num_workers * t.cpus_per_worker > cpus:
-        raise UserError(f"train.num_workers={t.num_workers} x train.cpus_per_worker={t.cpus_per_worker} needs "
-                        f"{t.num_workers * t.cpus_per_worker} CPUs; the Ray cluster has {cpus:g}. Lower them "
-                        "or add nodes (RAY_ADDRESS).")
+    use_gpu = _check_resources(params)
     resumed = last_checkpoint_epoch(paths.ray_results / identity.name)
     if resumed is not None:
         print(f"Resuming run {identity.name} from its checkpoint after epoch {resumed} "
               f"(same hyper-parameters and data; pass --new-run to start over)")
     identity.status = "running"
     record_identity(identity, paths)
+    config = _worker_config(params, paths, identity, use_gpu, init_state, stop_epoch)
+    trainer = _trainer(params, paths, identity, config, use_gpu, callbacks)
+    started = time.perf_counter()
+    try:
+        result = trainer.fit()
+    except Exception as exc:  # Ray wraps worker errors; keep the reason, drop Ray's internals
+        settle(identity, paths, "failed")  # resumable: its checkpoints stay
+        raise TrainingFailed(f"training run {identity.name} failed: {exc}") from exc
+    state = _outcome_state(result, identity, paths)
+    return TrainOutcome(identity, state, state["history"], resumed or 0, time.perf_counter() - started)
 
+
+def _check_resources(params: Params) -> bool:
+    """Whether the workers get GPUs; a request the Ray cluster cannot place is a clear error."""
+    import ray
+
+    t = params.train
+    use_gpu = t.use_gpu if t.use_gpu != "auto" else ray_runtime.gpus_available() >= t.num_workers
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if t.num_workers * t.cpus_per_worker > cpus:
+        raise UserError(f"train.num_workers={t.num_workers} x train.cpus_per_worker={t.cpus_per_worker} needs "
+                        f"{t.num_workers * t.cpus_per_worker} CPUs; the Ray cluster has {cpus:g}. Lower them "
+                        "or add nodes (RAY_ADDRESS).")
+    return use_gpu
+
+
+def _worker_config(params: Params, paths: RunPaths, identity: RunIdentity, use_gpu: bool,
+                   init_state: dict | None, stop_epoch: int | None) -> dict:
+    """train_loop's config: the run's snapshot as plain values, data and judge through the object store."""
+    import ray
+
+    t = params.train
     model_cfg = resolve_model(params, load_manifest(paths.workspace))
     optim = params.resolved_optim
     aug = "" if params.augment.policy == "off" else f", {params.augment.policy} augmentation"
     print(f"Training {identity.name} (recipe {params.recipe}): {params.loss.name} loss, {describe(optim)}, "
           f"{model_cfg.arch} G/D{aug}, {t.num_workers} {'GPU' if use_gpu else 'CPU'} workers, {t.epochs} epochs")
     x, y = load_split(paths.workspace, "train")
-    config = {
+    return {
         "model": model_cfg.model_dump(),
         "loss": params.loss.model_dump(),
         "optim": dataclasses.asdict(optim),
@@ -61,14 +82,22 @@ def fit(params: Params, paths: RunPaths, identity: RunIdentity, callbacks: list 
         # Through the object store: works on a multi-node cluster too.
         "data_ref": ray.put(x.numpy()),
         "labels_ref": ray.put(y.numpy()) if model_cfg.conditional else None,
-        # Selection (probe -> kept checkpoints, Tune) scores on val; the holdout is kept for the report.
+        # Selection (probe -> kept checkpoints, Tune) measures on val; the holdout is kept for the report.
         "evaluator_ref": ray.put(Evaluator(paths.workspace, split="val")) if params.eval.every else None,
         "eval": params.eval.model_dump(),
         "mlflow_run_id": identity.mlflow_run_id,
         "init_state_ref": ray.put(init_state) if init_state is not None else None,
         "stop_epoch": stop_epoch or t.epochs,
     }
-    trainer = TorchTrainer(
+
+
+def _trainer(params: Params, paths: RunPaths, identity: RunIdentity, config: dict, use_gpu: bool,
+             callbacks: list | None):
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    t = params.train
+    return TorchTrainer(
         train_loop,
         train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=use_gpu,
@@ -76,7 +105,7 @@ def fit(params: Params, paths: RunPaths, identity: RunIdentity, callbacks: list 
         run_config=RunConfig(
             name=identity.name,
             storage_path=str(paths.ray_results),  # absolute, as Ray requires
-            # The N best by the probe score (lower is better) when there is one; Ray always keeps
+            # The N best by the selection metric (lower is better) when there is one; Ray always keeps
             # the latest as well, which is what a resume starts from.
             checkpoint_config=CheckpointConfig(
                 num_to_keep=t.keep_checkpoints,
@@ -87,26 +116,20 @@ def fit(params: Params, paths: RunPaths, identity: RunIdentity, callbacks: list 
             callbacks=callbacks,
         ),
     )
-    started = time.perf_counter()
-    try:
-        result = trainer.fit()
-    except Exception as exc:  # Ray wraps worker errors; keep the reason, drop Ray's internals
-        settle(identity, paths, "failed")  # resumable: its checkpoints stay
-        raise TrainingFailed(f"training run {identity.name} failed: {exc}") from exc
-    wall = time.perf_counter() - started
+
+
+def _outcome_state(result, identity: RunIdentity, paths: RunPaths) -> dict:
+    """The last checkpoint's training state, with the run's record settled; a diverged run or one
+    without a checkpoint is a TrainingFailed."""
     diverged_at = (result.return_value or {}).get("diverged_at")
     if diverged_at:
         settle(identity, paths, "diverged")  # resuming would only diverge again
         raise TrainingDiverged(f"training run {identity.name} diverged: NaN/Inf at epoch {diverged_at}; "
-                             "lower the learning rates or use a Lipschitz-constrained loss (wgan-gp, "
-                             "spectral norm)")
+                               "lower the learning rates or use a Lipschitz-constrained loss (wgan-gp, "
+                               "spectral norm)")
     if result.checkpoint is None:
         settle(identity, paths, "failed")
         raise TrainingFailed(f"training run {identity.name} produced no checkpoint")
     settle(identity, paths, "finished")
     with result.checkpoint.as_directory() as d:
-        state = torch.load(Path(d) / STATE_FILE, weights_only=True, map_location="cpu")
-    history = state["history"]
-    return TrainOutcome(identity, state, history, resumed or 0, wall)
-
-
+        return torch.load(Path(d) / STATE_FILE, weights_only=True, map_location="cpu")

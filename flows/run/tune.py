@@ -240,40 +240,13 @@ def _settle_trial(r, parent: str, epochs: int, pbt: bool) -> dict:
 
 def run_search(params: Params, base_raw: dict, paths: RunPaths, data_version: str) -> TuneOutcome:
     """`params` resolved from `base_raw`, params.yaml as the run read it (trials lay their values over it)."""
-    import ray
-    from ray import tune
     if not params.tune.space:
         raise UserError("tune.space in params.yaml is empty: declare what to search (see README)")
     n_train = params_mod.training_set_size(paths.workspace, base_raw)
     ray_runtime.init(paths)
-    cpus = ray.cluster_resources().get("CPU", 1)
-    per_trial = params.train.num_workers * params.train.cpus_per_worker
-    s = params.tune
-    pbt = s.scheduler == "pbt"
-    fits = max(1, int(cpus // per_trial))
-    # Tune's max_concurrent_trials holds back trial *creation*: PBT and successive halving pause trials
-    # and need the whole population to exist (paused trials make room). Under PBT the TorchTrainers'
-    # CPU requests alone bound who trains; successive halving picks who trains itself.
-    at_once = s.max_concurrent or fits
-    concurrent = None if s.scheduler in ("pbt", "sha") else at_once
-    population = s.num_samples * math.prod(len(v["grid"]) for v in s.space.values() if "grid" in v)
-    parent = tracking.start_parent_run(params, paths, data_version, s.model_dump(mode="json"))
-    stops = _stops(params)
-    trainable = tune.with_parameters(_run_trial, base_raw=base_raw, n_train=n_train, paths=paths,
-                                     data_version=data_version, parent=parent, stops=tuple(stops))
-    # The trial's driver only waits on its TorchTrainer, whose workers hold the CPUs.
-    trainable = tune.with_resources(trainable, {"CPU": 0, "memory": 1})  # Ray refuses an empty request
-    rungs = f" (trials compared at epochs {stops})" if s.scheduler == "sha" else ""
-    print(f"Tune: {population} trials over {list(s.space)}, {s.scheduler}{rungs}, {at_once} training at a time")
+    parent = tracking.start_parent_run(params, paths, data_version, params.tune.model_dump(mode="json"))
+    tuner = _tuner(params, base_raw, n_train, paths, data_version, parent)
     started = time.perf_counter()
-    tuner = tune.Tuner(
-        trainable,
-        param_space=_search_space(params),
-        tune_config=tune.TuneConfig(metric=SELECTION, mode="min", scheduler=_scheduler(params, stops, population, at_once),
-                                    num_samples=s.num_samples, max_concurrent_trials=concurrent),
-        run_config=tune.RunConfig(name=f"tune-{parent[:8]}", storage_path=str(paths.ray_results / "tune"),
-                                  verbose=1),
-    )
     try:
         grid = tuner.fit()
     finally:
@@ -282,13 +255,10 @@ def run_search(params: Params, base_raw: dict, paths: RunPaths, data_version: st
         # The trials' own Ray Train checkpoints, which registration reads, stay.
         for folder in (paths.ray_results / "tune" / f"tune-{parent[:8]}").glob("*/checkpoint_*"):
             shutil.rmtree(folder, ignore_errors=True)
+    pbt = params.tune.scheduler == "pbt"
     trials = [_settle_trial(r, parent, params.train.epochs, pbt) for r in grid]
     if pbt:
-        # Said either way: a population whose trials were never compared is a plain grid.
-        exploits = sum(len(t["pbt_exploit_epochs"]) for t in trials)
-        why = "" if exploits else " (no trial met a better, still running one at a perturbation" + (
-            ")" if s.pbt_synch else "; tune.pbt_synch: true makes them wait for each other)")
-        print(f"Tune: PBT made {exploits} exploit(s) over {len(trials)} trials{why}")
+        _say_exploits(trials, params.tune.pbt_synch)
     ok = [r for r, t in zip(grid, trials) if t["status"] == "ok"]
     if not ok:
         tracking.fail_run(parent, "every trial failed")
@@ -296,11 +266,50 @@ def run_search(params: Params, base_raw: dict, paths: RunPaths, data_version: st
     best = min(ok, key=lambda r: r.metrics[SELECTION])
     state_dir = Path(best.metrics["checkpoint_path"])
     state = torch.load(state_dir / STATE_FILE, weights_only=True, map_location="cpu")
-    best_params = trial_params(base_raw, best.config, n_train)
-    identity = run_identity(best_params, data_version, paths)
+    identity = run_identity(trial_params(base_raw, best.config, n_train), data_version, paths)
     identity.name = state_dir.parent.name
     identity.mlflow_run_id = tracking.find_child_run(parent, identity.name)
     tracking.log_trials(parent, trials, best.config, time.perf_counter() - started)
     print(f"Tune: best trial {identity.name} score {best.metrics[SELECTION]:.4f} with {best.config}")
     return TuneOutcome(TrainOutcome(identity, state, state["history"], 0, time.perf_counter() - started),
                        parent, trials)
+
+
+def _tuner(params: Params, base_raw: dict, n_train: int | None, paths: RunPaths, data_version: str, parent: str):
+    """The Tuner: one driver function per trial (each builds its own TorchTrainer), the scheduler, and
+    how many trials train at once."""
+    import ray
+    from ray import tune
+
+    s = params.tune
+    cpus = ray.cluster_resources().get("CPU", 1)
+    fits = max(1, int(cpus // (params.train.num_workers * params.train.cpus_per_worker)))
+    # Tune's max_concurrent_trials holds back trial *creation*: PBT and successive halving pause trials
+    # and need the whole population to exist (paused trials make room). Under PBT the TorchTrainers'
+    # CPU requests alone bound who trains; successive halving picks who trains itself.
+    at_once = s.max_concurrent or fits
+    concurrent = None if s.scheduler in ("pbt", "sha") else at_once
+    population = s.num_samples * math.prod(len(v["grid"]) for v in s.space.values() if "grid" in v)
+    stops = _stops(params)
+    trainable = tune.with_parameters(_run_trial, base_raw=base_raw, n_train=n_train, paths=paths,
+                                     data_version=data_version, parent=parent, stops=tuple(stops))
+    # The trial's driver only waits on its TorchTrainer, whose workers hold the CPUs.
+    trainable = tune.with_resources(trainable, {"CPU": 0, "memory": 1})  # Ray refuses an empty request
+    rungs = f" (trials compared at epochs {stops})" if s.scheduler == "sha" else ""
+    print(f"Tune: {population} trials over {list(s.space)}, {s.scheduler}{rungs}, {at_once} training at a time")
+    return tune.Tuner(
+        trainable,
+        param_space=_search_space(params),
+        tune_config=tune.TuneConfig(metric=SELECTION, mode="min", scheduler=_scheduler(params, stops, population, at_once),
+                                    num_samples=s.num_samples, max_concurrent_trials=concurrent),
+        run_config=tune.RunConfig(name=f"tune-{parent[:8]}", storage_path=str(paths.ray_results / "tune"),
+                                  verbose=1),
+    )
+
+
+def _say_exploits(trials: list[dict], synch: bool) -> None:
+    # Said either way: a population whose trials were never compared is a plain grid.
+    exploits = sum(len(t["pbt_exploit_epochs"]) for t in trials)
+    why = "" if exploits else " (no trial met a better, still running one at a perturbation" + (
+        ")" if synch else "; tune.pbt_synch: true makes them wait for each other)")
+    print(f"Tune: PBT made {exploits} exploit(s) over {len(trials)} trials{why}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import os
 import shutil
 import sys
@@ -222,29 +223,48 @@ def stage_classifier(workspace: Path = Workspace):
 
 
 @app.command()
-def sample(model: str = typer.Option(..., help="model URI, e.g. models:/ganflow-digits/1"),
-           n: int = typer.Option(64, "-n", min=1, help="number of samples"),
-           out: Path = typer.Option(..., help="output file: .png (image grid) or .npy (array)"),
-           seed: int = typer.Option(0), workspace: Path = Workspace):
-    """Write N samples from a registered generator."""
+def sample(model: str = typer.Option(..., help="model URI, e.g. models:/ganflow-digits/1 or models:/ganflow-digits@champion"),
+           n: int = typer.Option(64, "-n", min=1, help="number of samples (with --interpolate: keyframes, one per seed)"),
+           out: Path = typer.Option(..., help="output file: .png (image grid or scatter) or .npy (array)"),
+           seed: int = typer.Option(0, help="random seed: the same seed gives the same samples"),
+           class_: Optional[str] = typer.Option(None, "--class", help="every sample of this class (a class-"
+                                                "conditional model; the class names its data had, e.g. 3)"),
+           truncation: Optional[float] = typer.Option(None, "--truncation", help="BigGAN's truncation trick: "
+                                                      "latent entries beyond +-T are redrawn (T > 0; smaller: "
+                                                      "cleaner, less varied)"),
+           interpolate: Optional[int] = typer.Option(None, "--interpolate", help="walk the latent space: N "
+                                                     "keyframes from seeds SEED..SEED+N-1, STEPS frames between "
+                                                     "each and the next"),
+           workspace: Path = Workspace):
+    """Write samples from a registered generator: by class, truncated, or as a latent walk."""
     configure(workspace)
-    from flows.evaluate import sample as draw
     from flows.registry.versions import load_generator
     from gan_core.images import save_grid_png, save_scatter_png
+    from gan_core.sampling import SampleRequest, class_index, draw
 
     if out.suffix not in (".png", ".npy"):
         raise UserError(f"--out must end in .png or .npy, got {out.name!r}")
+    try:
+        request = SampleRequest(n=n, seed=seed, truncation=truncation, interpolate=interpolate)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     servers.check_mlflow()
-    samples = draw(load_generator(model), n, seed)
+    G = load_generator(model)
+    if class_ is not None:
+        try:
+            request = dataclasses.replace(request, label=class_index(class_, G.class_names))
+        except ValueError as exc:
+            raise UserError(f"--class {class_}: {exc}") from None
+    samples = draw(G, request)
     if out.suffix == ".npy":
         import numpy as np
 
         np.save(out, samples.numpy())
     elif samples.dim() == 4:
-        save_grid_png(samples, out)
+        save_grid_png(samples, out, nrow=interpolate if interpolate and interpolate <= 16 else None)  # a leg a row
     else:
         save_scatter_png(samples.numpy(), out)
-    print(f"wrote {n} samples to {out}")
+    print(f"wrote {len(samples)} samples to {out}")
 
 
 # --- model promotion gate, experiment comparison, UI (flows/registry/promote.py, compare.py) -------

@@ -28,6 +28,7 @@ from gan_core.classifier import predict_features
 from gan_core.images import save_comparison_png, save_pairs_png, save_scatter_png
 from gan_core.metrics import (class_coverage, class_histogram_kl, frechet_distance, image_quality, memorisation,
                               mode_metrics, nearest, pixel_space)
+from gan_core.sampling import SampleRequest, draw
 
 # The metric each kind of data is ranked by (lower is better).
 PRIMARY = {"images": "fd", "points": "reverse_kl"}
@@ -48,13 +49,8 @@ _BAR_NAMES = {"fd_ratio": "Frechet ratio", "kid": "KID", "memorisation": "memori
 
 @torch.no_grad()
 def sample(G: nn.Module, n: int, seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    z = G.sample_z(n, generator=gen)
-    y = G.sample_labels(n, generator=gen) if getattr(G, "num_classes", None) else None
-    was_training = G.training
-    out = G.eval()(z) if y is None else G.eval()(z, y=y)
-    G.train(was_training)
-    return out.clamp(-1.0, 1.0) if out.dim() == 4 else out
+    """The evaluator's draws: the same as `ganflow sample -n N --seed S` gives."""
+    return draw(G, SampleRequest(n=n, seed=seed))
 
 
 def judge_protocol(workspace: Path, params) -> tuple[int, int]:

@@ -91,7 +91,7 @@ def register_task(paths: RunPaths, params: Params, outcome: TrainOutcome, data_v
         data_version=data_version, config_hash=outcome.identity.training_hash,
         git_sha=tracking.git_sha(paths.workspace), ray_run=outcome.identity.name, evaluator_version=evaluator,
         primary_metric=PRIMARY[manifest["kind"]], metrics=metrics)
-    version = versions.register(outcome.identity.mlflow_run_id, params, outcome.state, tags)
+    version = versions.register(outcome.identity.mlflow_run_id, params, outcome.state, tags, manifest["classes"])
     tracking.finish_run(outcome.identity.mlflow_run_id)
     return version
 

@@ -42,15 +42,22 @@ def restore(state: dict[str, Any], G, D, opt_g, opt_d, ema: EMA | None) -> tuple
     return int(state["epoch"]) + 1, list(state["history"])
 
 
-def generator_bundle(state: dict[str, Any]) -> dict[str, Any]:
-    """What gets evaluated and registered: the EMA generator when there is one, else the last G."""
+def generator_bundle(state: dict[str, Any], class_names: list[str] | None = None) -> dict[str, Any]:
+    """What gets evaluated and registered: the EMA generator when there is one, else the last G, and
+    (conditional generators) the dataset's class names in class-id order, so a class is asked for by name."""
     weights = state["ema"]["module"] if state.get("ema") is not None else state["generator"]
-    return {"generator": weights, "model": state["model"], "data_shape": state["data_shape"]}
+    bundle = {"generator": weights, "model": state["model"], "data_shape": state["data_shape"]}
+    if class_names is not None:
+        bundle["classes"] = [str(c) for c in class_names]
+    return bundle
 
 
 def generator_from_state(state: dict[str, Any]) -> nn.Module:
-    """Rebuild the generator (eval mode) from a generator_bundle (or a training_state)."""
+    """Rebuild the generator (eval mode) from a generator_bundle (or a training_state). A conditional one
+    carries `class_names`: the bundle's, or "0", "1", ... for bundles saved before names were kept."""
     bundle = generator_bundle(state) if "discriminator" in state else state
     G = build_generator(ModelConfig.model_validate(bundle["model"]), tuple(bundle["data_shape"]))
     G.load_state_dict(bundle["generator"])
+    if G.num_classes:
+        G.class_names = list(bundle.get("classes") or [str(i) for i in range(G.num_classes)])
     return G.eval()

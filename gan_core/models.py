@@ -46,6 +46,7 @@ class GeneratorBase(nn.Module):
         self.z_dim = int(z_dim)
         self.out_shape = tuple(int(s) for s in out_shape)
         self.num_classes = None if num_classes is None else int(num_classes)
+        self.class_names: list[str] | None = None  # set from the registered bundle (checkpoint.generator_from_state)
 
     def _draw_on(
         self, device: torch.device | str | None, generator: torch.Generator | None

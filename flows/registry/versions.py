@@ -5,23 +5,27 @@ from __future__ import annotations
 
 import math
 import tempfile
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 
 import mlflow
-import numpy as np
+import pandas as pd
 import torch
 from mlflow.tracking import MlflowClient
 from torch import nn
 
+import gan_core
 from flows.errors import UserError
 from flows.params import Params
 from gan_core.checkpoint import generator_bundle, generator_from_state
 
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc.py")
+GAN_CORE = Path(gan_core.__file__).parent
+# What the logged model imports (gan_core ships with it); mlflow itself brings pandas.
+MODEL_REQUIREMENTS = ("torch", "numpy", "pydantic")
 BUNDLE = "generator.pt"
 SCORE_PREFIX = "eval."  # a version's own holdout scores: eval.fd, eval.reverse_kl, ...
 
@@ -71,25 +75,27 @@ class VersionTags:
         return {k: float(v) for k, v in self.scores.items()}
 
 
-def register(run_id: str, params: Params, state: dict, tags: VersionTags | dict[str, str]) -> str:
-    """Log the generator to the run and register it as a new version; returns the version."""
-    bundle = generator_bundle(state)
+def register(run_id: str, params: Params, state: dict, tags: VersionTags | dict[str, str],
+             class_names: list[str] | None = None) -> str:
+    """Log the generator to the run and register it as a new version; returns the version. A conditional
+    generator's bundle keeps `class_names` (the dataset's, in class-id order)."""
+    bundle = generator_bundle(state, class_names if state["model"].get("conditional") else None)
     G = generator_from_state(bundle)
-    example = G.sample_z(2, generator=torch.Generator().manual_seed(0)).numpy().astype(np.float32)
-    if G.num_classes:  # conditional: the last input column is the class id
-        example = np.concatenate([example, np.array([[0.0], [1.0]], dtype=np.float32)], axis=1)
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id), warnings.catch_warnings():
-        # MLflow asks for predict() type hints; ours takes/returns ndarrays, typed by the signature.
-        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
+    # The request form (gan_core.sampling's fields) is what the example shows a client; raw latents are
+    # accepted too, so no signature is enforced (one would refuse one form or the other).
+    example = pd.DataFrame([{"n": 2, "seed": 0, **({"class": G.class_names[0]} if G.num_classes else {})}])
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
         path = Path(tmp) / BUNDLE
         torch.save(bundle, path)
         info = mlflow.pyfunc.log_model(
             name="generator",
             python_model=str(PYFUNC_CODE),
             artifacts={"generator": str(path)},
+            code_paths=[str(GAN_CORE)],  # the model's own code travels with it: nothing named ganflow to install
             input_example=example,
+            signature=False,
             # Explicit: inferring requirements re-imports the model in a subprocess (slow).
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy", "ganflow"],
+            pip_requirements=[f"{name}=={metadata.version(name).split('+')[0]}" for name in MODEL_REQUIREMENTS],
         )
         # The version and its tags (scores, data version, config hash) in one create call: a crash
         # can leave an unregistered logged model, never a version without the tags the gate reads.

@@ -1,0 +1,101 @@
+"""Sampling a trained generator (issue 15): truncation, a fixed class, latent walks, and the CLI."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gan_core.config import ModelConfig
+from gan_core.models import build_generator
+from gan_core.sampling import SampleRequest, class_index, draw, slerp, truncate, walk
+from test_promote import run_cli
+
+FIXTURE = __import__("pathlib").Path(__file__).parent / "fixtures" / "registered_2026_11_29"  # 3 classes, z_dim 8
+
+
+def _conditional():
+    torch.manual_seed(0)
+    G = build_generator(ModelConfig(arch="mlp", z_dim=4, width=16, depth=2, conditional=True, num_classes=3), (2,))
+    G.class_names = ["cat", "dog", "eel"]
+    return G.eval()
+
+
+def test_truncation_redraws_entries_beyond_the_threshold_instead_of_clipping():
+    gen = torch.Generator().manual_seed(0)
+    z = truncate(torch.randn(4000, 8, generator=gen), 0.5, gen)
+    assert z.abs().max() <= 0.5
+    assert (z.abs() > 0.49).float().mean() < 0.05  # no mass piled on the bounds (clipping would put ~60% there)
+    assert z.std() < 0.35  # N(0, 1) truncated to [-0.5, 0.5] has std ~0.28
+    same = torch.randn(5, 8, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(truncate(same, None, gen), same)
+
+
+def test_a_plain_draw_is_the_evaluators_draw_and_seeded():
+    from flows.evaluate import sample
+
+    G = _conditional()
+    a, b = draw(G, SampleRequest(n=16, seed=3)), draw(G, SampleRequest(n=16, seed=3))
+    assert torch.equal(a, b) and torch.equal(a, sample(G, 16, 3))
+    assert not torch.equal(a, draw(G, SampleRequest(n=16, seed=4)))
+
+
+def test_a_fixed_class_conditions_every_sample():
+    G = _conditional()
+    got = draw(G, SampleRequest(n=6, seed=0, label=class_index("eel", G.class_names)))
+    z = G.sample_z(6, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(got, G(z, y=torch.full((6,), 2)))
+    with pytest.raises(ValueError, match="unknown class 'fox'.*cat, dog, eel"):
+        class_index("fox", G.class_names)
+    with pytest.raises(ValueError, match="unconditional"):
+        class_index("cat", None)
+
+
+def test_a_walk_passes_through_each_seeds_keyframe():
+    G = _conditional()
+    frames = draw(G, SampleRequest(n=3, seed=5, label=0, interpolate=4))
+    assert len(frames) == (3 - 1) * 4 + 1
+    for i, at in enumerate((0, 4, 8)):  # keyframe i is seed 5 + i's first latent
+        z = G.sample_z(1, generator=torch.Generator().manual_seed(5 + i))
+        assert torch.allclose(frames[at], G(z, y=torch.zeros(1, dtype=torch.long))[0], atol=1e-6)
+    a, b = torch.randn(1, 8), torch.randn(1, 8)
+    mid = slerp(a, b, torch.tensor([0.5]))
+    assert abs(mid.norm() - (a.norm() + b.norm()) / 2) < 0.25 * a.norm()  # the arc keeps a typical norm
+    assert len(walk(torch.randn(2, 8), 1)) == 2
+
+
+@pytest.mark.parametrize("bad", [{"truncation": 0.0}, {"truncation": -1.0}, {"interpolate": 0},
+                                 {"interpolate": 3, "n": 1}])
+def test_bad_requests_are_refused(bad):
+    with pytest.raises(ValueError):
+        SampleRequest(**{"n": 4, **bad})
+
+
+def test_cli_samples_a_class_and_refuses_bad_options_with_exit_2(tmp_path):
+    from flows.registry.versions import load_generator
+
+    out = tmp_path / "two.npy"
+    code, stdout, err = run_cli("sample", "--model", str(FIXTURE), "-n", "5", "--seed", "7", "--class", "2",
+                                "--truncation", "1.5", "--out", str(out), "--workspace", str(tmp_path))
+    assert code == 0, err
+    G = load_generator(str(FIXTURE))
+    want = draw(G, SampleRequest(n=5, seed=7, label=2, truncation=1.5)).numpy()
+    np.testing.assert_allclose(np.load(out), want, atol=1e-6)
+    walk_png = tmp_path / "walk.png"
+    code, stdout, err = run_cli("sample", "--model", str(FIXTURE), "-n", "3", "--interpolate", "4",
+                                "--out", str(walk_png), "--workspace", str(tmp_path))
+    assert code == 0 and walk_png.stat().st_size > 0 and "wrote 9 samples" in stdout
+    for args, message in [(["--class", "9"], "unknown class '9'"), (["--truncation", "0"], "must be > 0"),
+                          (["--interpolate", "2", "-n", "1"], "-n must be at least 2")]:
+        code, _, err = run_cli("sample", "--model", str(FIXTURE), *args, "--out", str(out), "--workspace", str(tmp_path))
+        assert code == 2 and message in err and "Traceback" not in err, (args, err)
+
+
+def test_cli_refuses_a_class_for_an_unconditional_model(tmp_path):
+    from test_promote import tiny_state
+
+    folder = tmp_path / "model"
+    (folder / "artifacts").mkdir(parents=True)
+    torch.save(tiny_state(), folder / "artifacts" / "generator.pt")
+    code, _, err = run_cli("sample", "--model", str(folder), "--class", "0", "--out", str(tmp_path / "x.npy"),
+                           "--workspace", str(tmp_path))
+    assert code == 2 and "unconditional" in err

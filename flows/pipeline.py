@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows import params as params_mod
 from flows.data import dvc
-from flows.registry import tracking, versions
+from flows.registry import card, tracking, versions
 from flows.run import ray_runtime
 from flows.env import RunPaths, configure
 from flows.params import Params
@@ -25,7 +25,7 @@ from flows.run.train import fit
 from flows.run.identity import RunIdentity, TrainOutcome, run_identity
 from flows.run.tune import run_search
 from gan_core.checkpoint import generator_from_state
-from gan_core.recipes import RECIPES
+from gan_core.recipes import RECIPES, describe
 
 quiet_expected_tracebacks()  # after Prefect set up its logging (at import)
 
@@ -92,8 +92,25 @@ def register_task(paths: RunPaths, params: Params, outcome: TrainOutcome, data_v
         git_sha=tracking.git_sha(paths.workspace), ray_run=outcome.identity.name, evaluator_version=evaluator,
         primary_metric=PRIMARY[manifest["kind"]], metrics=metrics)
     version = versions.register(outcome.identity.mlflow_run_id, params, outcome.state, tags, manifest["classes"])
+    _write_cards(params, manifest, version, tags, metrics, outcome.identity.mlflow_run_id)
     tracking.finish_run(outcome.identity.mlflow_run_id)
     return version
+
+
+def _write_cards(params: Params, manifest: dict, version: str, tags, metrics: dict, run_id: str) -> None:
+    """The version's model card and the registered model's description (MLflow registry pages)."""
+    optim = params.resolved_optim
+    recipe_line = (f"{params.loss.name} loss, {describe(optim)}, {params.model.arch} width {params.model.width}, "
+                   f"{params.train.epochs} epochs of batch {params.train.batch_size}")
+    client = tracking.MlflowClient()
+    client.update_model_version(params.model_name, version, description=card.version_card(
+        params.model_name, version, dataset=params.data.name, kind=manifest["kind"], shape=manifest["shape"],
+        counts=manifest["counts"], classes=manifest["classes"], data_version=tags.data_version,
+        recipe=params.recipe, recipe_line=recipe_line, headline=headline(metrics, RECIPES[params.recipe].bar),
+        run_id=run_id, ray_run=tags.ray_run, git_sha=tags.git_sha, evaluator_version=tags.evaluator_version))
+    client.update_registered_model(params.model_name, description=card.model_description(
+        params.model_name, params.data.name, manifest["kind"], manifest["shape"], params.model.conditional,
+        manifest["classes"]))
 
 
 def _unchanged(paths, params, identity, data_version, version, tags, timings) -> dict:

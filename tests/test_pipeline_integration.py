@@ -49,6 +49,11 @@ def test_pipeline_end_to_end_registers_a_loadable_generator(workspace):
     client = MlflowClient()
     mv = client.get_model_version("ganflow-digits", "1")
     assert mv.tags["data_version"] == summary["data_version"]
+    # Its model card: data and version, recipe, scores beside the real-vs-real baseline, samples, promotion.
+    assert summary["data_version"] in mv.description and "images-ns-r1" in mv.description
+    assert "x the real-vs-real" in mv.description and "images/samples.png" in mv.description
+    assert mv.description.rstrip().splitlines()[-1].startswith("**Promotion**") and "PROMOTED" in mv.description
+    assert "ganflow sample --model models:/ganflow-digits@champion" in client.get_registered_model("ganflow-digits").description
     run = client.get_run(mv.run_id)
     assert run.info.status == "FINISHED"
     assert {"ganflow.data_version", "ganflow.git_sha", "ganflow.config_hash"} <= set(run.data.tags)

@@ -356,3 +356,13 @@ def test_judge_decides_from_tags_alone_and_moves_nothing():
     assert (failed.decision, failed.champion_after) == ("rejected", "1")
     again = judge("m", "1", tags("2.0"), ("1", tags("2.0")), **args)
     assert (again.decision, again.recorded) == ("kept", False)
+
+
+def test_the_card_keeps_only_the_latest_promotion_line():
+    from flows.registry.card import with_promotion
+
+    card = with_promotion("### m version 2\n\nscores", "m version 2: KEPT, champion stays version 1")
+    again = with_promotion(card, "m version 2: PROMOTED -> champion (was version 1)")
+    assert again.startswith("### m version 2\n\nscores\n\n**Promotion**") and again.count("**Promotion**") == 1
+    assert again.endswith("PROMOTED -> champion (was version 1)")
+    assert with_promotion(None, "x").startswith("**Promotion**")  # a version registered without a card

@@ -37,6 +37,7 @@ from filelock import FileLock, Timeout
 from flows.env import RunPaths
 from flows.errors import UserError
 from flows.params import Params
+from flows.registry.card import with_promotion
 from flows.registry.versions import VersionTags
 
 CHAMPION = "champion"
@@ -197,6 +198,8 @@ def apply(client, d: Decision) -> None:
     }
     for k, v in tags.items():
         client.set_model_version_tag(d.model, d.version, k, v)
+    card = client.get_model_version(d.model, d.version).description
+    client.update_model_version(d.model, d.version, description=with_promotion(card, d.summary()))
 
 
 def _better(decided, metric: str, mine: float, theirs: float, before: str | None, where: str,

@@ -306,7 +306,7 @@ def compare(experiment: Optional[str] = typer.Option(None, "--experiment", "-e",
     p = params_mod.load(paths.workspace) if experiment is None or (paths.workspace / "params.yaml").exists() else None
     result = build(paths, experiment, out, params=p)
     print(result.text)
-    chart = f" and {result.png}" if result.png else ""
+    chart = "".join(f" and {png}" for png in (result.png, result.curves) if png)
     print(f"\nwrote {result.html}{chart}; logged to MLflow run {result.run_id} "
           f"(experiment {result.experiment}, artifacts comparison/)")
 

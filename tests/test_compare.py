@@ -8,6 +8,7 @@ import time
 import urllib.error
 import urllib.request
 
+import numpy as np
 import pytest
 
 from conftest import BIN, clean_env
@@ -30,6 +31,7 @@ def log_runs(paths) -> dict[str, str]:
     from flows.registry import tracking
     from flows.params import validate
     from flows.run.identity import RunIdentity
+    from gan_core.images import save_scatter_png
 
     ids = {}
     for name, (overrides, metrics) in RUNS.items():
@@ -43,7 +45,12 @@ def log_runs(paths) -> dict[str, str]:
                                             "training diverged: NaN/Inf in loss_d at epoch 1 (lr too high?)")
             tracking.finish_run(run_id, "FAILED")
         else:
-            tracking.log_evaluation(run_id, {**metrics, "num_modes": 8}, {})
+            # As the pipeline leaves them: a probe per epoch (validation), the holdout scores, a sample grid.
+            for epoch, value in enumerate((1.5, 0.9, metrics["reverse_kl"] + 0.05)):
+                tracking.MlflowClient().log_metric(run_id, "probe_reverse_kl", value, step=epoch)
+            grid = paths.home / f"{name}-samples.png"
+            save_scatter_png(np.random.default_rng(0).normal(size=(50, 2)), grid)
+            tracking.log_evaluation(run_id, {**metrics, "num_modes": 8}, {"samples": grid.rename(grid.with_name("samples.png"))})
             tracking.finish_run(run_id)
         ids[name] = run_id
     return ids
@@ -86,13 +93,17 @@ def test_compare_sorts_runs_by_the_primary_metric_and_logs_a_report(tmp_path, em
     assert all(name in page for name in ORDER) and "FAILED" in page and "NaN/Inf in loss_d" in page
     assert "data:image/png;base64," in page and page.index("ring8-wgangp") < page.index("ring8-ns")
     assert result.png == out.with_suffix(".png") and result.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Pictures inside the page (it opens from disk): both charts and each scored run's sample grid.
+    assert page.count("data:image/png;base64,") == 2 + 3 and 'alt="samples of ring8-diverged"' not in page
+    assert result.curves.exists() and 'alt="validation score over epochs"' in page
+    assert by["ring8-ns"]["recipe"] == "points-ns-r1-wide" and "points-paper" in page
 
     client = MlflowClient()
     run = client.get_run(result.run_id)
     assert run.data.tags["ganflow.kind"] == "comparison" and run.info.status == "FINISHED"
     assert run.data.tags["ganflow.best_run"] == ids["ring8-wgangp"]
     assert {a.path for a in client.list_artifacts(result.run_id, "comparison")} == {
-        "comparison/cmp.html", "comparison/cmp.png"}
+        "comparison/cmp.html", "comparison/cmp.png", "comparison/cmp-curves.png"}
 
     again = compare(paths, EXPERIMENT, out, params=None, log=False)  # comparison runs are not compared
     assert [r["run"] for r in again.rows] == ORDER

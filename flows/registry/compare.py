@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flows.conventions import EVAL_PREFIX
+from flows.conventions import EVAL_PREFIX, PROBE_PREFIX, completed
 from flows.env import RunPaths
 from flows.errors import UserError
 
@@ -39,6 +39,7 @@ class Comparison:
     png: Path | None
     run_id: str | None = None  # the MLflow comparison run holding the report
     eval_metrics: list[str] = field(default_factory=list)
+    curves: Path | None = None  # every run's validation score over epochs, one chart
 
 
 def compare(paths: RunPaths, experiment: str | None = None, out: Path | None = None, params=None,
@@ -78,9 +79,12 @@ def compare(paths: RunPaths, experiment: str | None = None, out: Path | None = N
         raise UserError(f"--out must be an .html file, got {out.name!r}")
     out.parent.mkdir(parents=True, exist_ok=True)
     png = _bar_chart(rows, metric, experiment, out.with_suffix(".png"))
+    curves = _curves_chart(client, rows, primary, experiment, out.with_name(out.stem + "-curves.png"))
+    for row in rows:
+        row["samples_png"] = _samples_png(client, row["run_id"])
     text = render_text(rows, metric, experiment)
-    out.write_text(render_html(rows, metric, eval_metrics, experiment, png))
-    result = Comparison(experiment, metric, rows, text, out, png, None, eval_metrics)
+    out.write_text(render_html(rows, metric, eval_metrics, experiment, png, curves))
+    result = Comparison(experiment, metric, rows, text, out, png, None, eval_metrics, curves)
     if log:
         result.run_id = _log(client, exp.experiment_id, result)
     return result
@@ -116,6 +120,7 @@ def _row(run, primary: str) -> dict:
         "run_id": info.run_id,
         "status": info.status,
         "loss": p.get("loss.name") or tags.get("ganflow.loss", "-"),
+        "recipe": p.get("recipe") or tags.get("ganflow.recipe", "-"),
         "optim": _optim(p),
         "epochs": p.get("train.epochs", "-"),
         "arch": arch,
@@ -190,23 +195,31 @@ def render_text(rows: list[dict], metric: str, experiment: str, note_width: int 
     return "\n".join(out)
 
 
+def _img(png: Path | bytes | None, alt: str, width: str = "") -> str:
+    """An <img> with the picture inside the page (data URI): the report opens from disk, no server."""
+    if png is None:
+        return ""
+    data = base64.b64encode(png if isinstance(png, bytes) else png.read_bytes()).decode()
+    size = f' style="width:{width}"' if width else ""
+    return f'<img alt="{html.escape(alt)}"{size} src="data:image/png;base64,{data}">'
+
+
 def render_html(rows: list[dict], metric: str, eval_metrics: list[str], experiment: str,
-                png: Path | None) -> str:
+                png: Path | None, curves: Path | None = None) -> str:
     e = html.escape
-    heads = ["#", "run", "status", *eval_metrics, "loss", "optimizer lr", "epochs", "arch",
-             "data version", "duration", "run id", "failure"]
+    heads = ["#", "run", "status", "samples", *eval_metrics, "recipe", "loss", "optimizer lr", "epochs", "arch",
+             "data version", "wall time", "run id", "failure"]
     body = []
     for r in rows:
-        cells = [str(r["rank"] or "-"), r["run"], r["status"],
-                 *(_num(r["metrics"].get(m)) for m in eval_metrics),
-                 r["loss"], r["optim"], str(r["epochs"]), r["arch"], r["data_version"], _duration(r),
-                 r["run_id"], r["failure"]]
+        cells = [e(str(r["rank"] or "-")), e(r["run"]), e(r["status"]),
+                 _img(r.get("samples_png"), f"samples of {r['run']}", "160px") or "-",
+                 *(e(_num(r["metrics"].get(m))) for m in eval_metrics),
+                 e(r["recipe"]), e(r["loss"]), e(r["optim"]), e(str(r["epochs"])), e(r["arch"]), e(r["data_version"]),
+                 e(_duration(r)), e(r["run_id"]), e(r["failure"])]
         cls = ' class="failed"' if r["status"] == "FAILED" else (' class="best"' if r["rank"] == 1 else "")
-        body.append(f"<tr{cls}>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>")
-    chart = ""
-    if png is not None:
-        data = base64.b64encode(png.read_bytes()).decode()
-        chart = f'<p><img alt="{e(metric)} per run" src="data:image/png;base64,{data}"></p>'
+        body.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    chart = "".join(f"<p>{_img(path, alt)}</p>" for path, alt in
+                    ((png, f"{metric} per run"), (curves, "validation score over epochs")) if path is not None)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>ganflow: {e(experiment)}</title>
 <style>
@@ -254,6 +267,46 @@ def _bar_chart(rows: list[dict], metric: str, experiment: str, path: Path) -> Pa
     return path
 
 
+def _samples_png(client, run_id: str) -> bytes | None:
+    """The run's sample grid (images/samples.png, beside real holdout images), if it logged one."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            return Path(client.download_artifacts(run_id, "images/samples.png", tmp)).read_bytes()
+    except Exception:  # noqa: BLE001 - failed or unfinished runs have none
+        return None
+
+
+def _curves_chart(client, rows: list[dict], primary: str, experiment: str, path: Path) -> Path | None:
+    """Every run's per-epoch probe of the primary metric (on the validation split) on one chart."""
+    key = f"{PROBE_PREFIX}{primary}"
+    series = []
+    for r in rows:
+        history = sorted(client.get_metric_history(r["run_id"], key), key=lambda m: m.step)
+        if history:
+            series.append((r["run"], [completed(m.step) for m in history], [m.value for m in history]))
+    if not series:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for name, x, y in series:
+        ax.plot(x, y, marker=".", label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"{primary} on the validation split (lower is better)")
+    ax.set_title(f"{experiment}: {primary} over training")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def _log(client, experiment_id: str, result: Comparison) -> str:
     run = client.create_run(experiment_id, run_name=time.strftime("comparison-%Y%m%d-%H%M%S"),
                             tags={KIND_TAG: COMPARISON, "ganflow.primary_metric": result.metric,
@@ -261,8 +314,9 @@ def _log(client, experiment_id: str, result: Comparison) -> str:
     run_id = run.info.run_id
     try:
         client.log_artifact(run_id, str(result.html), COMPARISON)
-        if result.png is not None:
-            client.log_artifact(run_id, str(result.png), COMPARISON)
+        for png in (result.png, result.curves):
+            if png is not None:
+                client.log_artifact(run_id, str(png), COMPARISON)
         best = next((r for r in result.rows if r["rank"] == 1), None)
         if best is not None:
             client.set_tag(run_id, "ganflow.best_run", best["run_id"])

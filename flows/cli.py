@@ -27,9 +27,14 @@ Sets = typer.Option(None, "--set", "-s", help="KEY=VALUE written into params.yam
 
 @app.command()
 def pipeline(workspace: Path = Workspace, set_: Optional[List[str]] = Sets,
-             new_run: bool = typer.Option(False, "--new-run", help="start a new training run instead of resuming")):
+             new_run: bool = typer.Option(False, "--new-run", help="start a new training run instead of resuming"),
+             continue_: bool = typer.Option(False, "--continue", help="extend the finished run of these settings to "
+                                            "train.epochs from its last checkpoint (optimisers, EMA, RNG); the lr "
+                                            "holds where its schedule ended")):
     """Run the whole pipeline as a Prefect flow: prepare -> train -> evaluate -> register -> promote."""
-    _run_pipeline(workspace, set_, new_run=new_run)
+    if new_run and continue_:
+        raise UserError("--new-run starts from scratch and --continue extends a finished run: pass one of them")
+    _run_pipeline(workspace, set_, new_run=new_run, extend=continue_)
 
 
 @app.command()

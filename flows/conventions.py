@@ -23,6 +23,10 @@ PANELS = (
 )
 
 
+# --- checkpoints ------------------------------------------------------------------------------------------
+STATE_FILE = "state.pt"  # the training state (gan_core.checkpoint.training_state) inside each checkpoint folder
+
+
 # --- epoch numbering -------------------------------------------------------------------------------------
 # A run's history, its checkpoints and Ray's reports carry the 0-based epoch *index* ("epoch"); people, the
 # MLflow step axis, Tune's schedules and resume messages count epochs *completed*. Convert only here.

@@ -18,11 +18,12 @@ from flows.env import RunPaths, configure
 from flows.params import Params
 from flows.evaluate import PRIMARY, evaluate, headline, meets_bar, render
 from flows.plots import training_curves
+from flows.conventions import completed
 from flows.data.load import CLASSIFIER, PROCESSED, load_manifest
 from flows.errors import TrainingDiverged, TrainingFailed
 from flows.logs import quiet_expected_tracebacks
 from flows.run.train import fit
-from flows.run.identity import RunIdentity, TrainOutcome, run_identity
+from flows.run.identity import RunIdentity, TrainOutcome, last_checkpoint_epoch, last_state, run_identity
 from flows.run.tune import run_search
 from gan_core.checkpoint import generator_from_state
 from gan_core.recipes import RECIPES, describe
@@ -51,8 +52,13 @@ def prepare_task(paths: RunPaths) -> str:
 @task(name="train", retries=1, retry_delay_seconds=2, retry_condition_fn=_retry_unless_diverged,
       cache_policy=NO_CACHE)
 def train_task(paths: RunPaths, params: Params, identity: RunIdentity) -> TrainOutcome:
+    parent = None
+    if identity.continued_from and last_checkpoint_epoch(paths.ray_results / identity.name) is None:
+        parent = last_state(paths, identity.continued_from)  # its own checkpoint, once it has one, wins
+        print(f"Continuing run {identity.continued_from} (finished after {completed(parent['epoch'])} epochs) to "
+              f"{params.train.epochs} epochs from its last checkpoint; the lr holds where its schedule ended")
     try:
-        return fit(params, paths, identity)
+        return fit(params, paths, identity, init_state=parent)
     except TrainingFailed as exc:
         tracking.fail_run(identity.mlflow_run_id, str(exc))
         raise
@@ -154,7 +160,7 @@ def promote_task(paths: RunPaths, params: Params, version: str) -> dict:
 
 
 @flow(name="ganflow-pipeline", log_prints=True)
-def pipeline(workspace: str, new_run: bool = False, search: bool = False) -> dict:
+def pipeline(workspace: str, new_run: bool = False, search: bool = False, extend: bool = False) -> dict:
     paths = configure(Path(workspace))
     timings: dict[str, float] = {}
 
@@ -173,11 +179,12 @@ def pipeline(workspace: str, new_run: bool = False, search: bool = False) -> dic
             outcome = timed("tune", tune_task, paths, params, raw, data_version)
             identity = outcome.identity
         else:
-            identity = run_identity(params, data_version, paths, new_run, guard_interrupted=True)
+            identity = run_identity(params, data_version, paths, new_run, guard_interrupted=True, extend=extend)
             cached = None if new_run else versions.version_for_run(params.model_name, identity.name)
             if cached:
                 return _unchanged(paths, params, identity, data_version, *cached, timings)
-            tracking.start_run(params, paths, identity, data_version)
+            lineage = {"ganflow.continued_from": identity.continued_from} if identity.continued_from else None
+            tracking.start_run(params, paths, identity, data_version, extra_tags=lineage)
         try:
             if not search:
                 outcome = timed("train", train_task, paths, params, identity)

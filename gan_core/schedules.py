@@ -16,6 +16,12 @@ def lr_scale(r: ResolvedOptim, progress: float) -> float:
     return max(1.0 - frac, 0.01)
 
 
+def progress(epoch: int, horizon: int) -> float:
+    """Share of a schedule laid over `horizon` epochs done at 0-based `epoch`. Epochs past the horizon
+    hold its last value: a run extended beyond its schedule keeps the lr it ended with, never jumps back."""
+    return min(epoch, horizon - 1) / horizon
+
+
 def set_hyperparams(opt_g: Optimizer, opt_d: Optimizer, optim: ResolvedOptim, scale: float = 1.0) -> None:
     """Write the lrs (times `scale`, an lr schedule's factor) and Adam's betas into the optimisers.
     Needed after loading an optimiser state: it carries the lr it was saved with, which PBT's mutated

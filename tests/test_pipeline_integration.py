@@ -174,3 +174,46 @@ def test_params_yaml_edited_while_a_run_trains_changes_nothing_registered(worksp
     widths = {p.shape[0] for n, p in load_generator(f"models:/ganflow-ring8/{summary['version']}").named_parameters()
               if n.endswith("weight") and p.dim() == 2}
     assert 400 in widths and 8 not in widths  # the weights are the snapshot's model
+
+
+def test_continue_extends_a_finished_run_bit_for_bit(workspace):
+    # 2 epochs, then --continue to 4, equal a fresh 4-epoch run bit for bit under a constant lr.
+    import torch
+
+    from flows.env import RunPaths
+    from flows.run.identity import last_state
+
+    tiny = ["--set", "data.name=ring8", "--set", "data.points=1000", "--set", "train.epochs=2",
+            "--set", "optim.lr_decay_start=1", "--set", "eval.num_samples=300", "--set", "train.checkpoint_every=1"]
+    first = ganflow(workspace, "pipeline", *tiny)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    run2 = json.loads((workspace / ".ganflow" / "last_pipeline.json").read_text())["ray_run"]
+
+    refused = ganflow(workspace, "pipeline", "--continue")  # train.epochs still 2: nothing to extend
+    assert refused.returncode == 2 and "--continue: no finished run of these settings" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+    more = ganflow(workspace, "pipeline", "--continue", "--set", "train.epochs=4")
+    assert more.returncode == 0, more.stdout[-3000:] + more.stderr[-3000:]
+    assert f"Continuing run {run2} (finished after 2 epochs) to 4 epochs" in more.stdout + more.stderr
+    continued = json.loads((workspace / ".ganflow" / "last_pipeline.json").read_text())
+    assert continued["epochs"] == 4 and continued["version"] == "2" and continued["ray_run"] != run2
+
+    fresh = ganflow(workspace, "pipeline", "--new-run")  # params.yaml now says 4 epochs: from scratch
+    assert fresh.returncode == 0, fresh.stdout[-3000:] + fresh.stderr[-3000:]
+    scratch = json.loads((workspace / ".ganflow" / "last_pipeline.json").read_text())
+    assert scratch["version"] == "3" and scratch["resumed_from_epoch"] == 0
+
+    paths = RunPaths(workspace, workspace / ".ganflow")
+    a, b = last_state(paths, continued["ray_run"]), last_state(paths, scratch["ray_run"])
+    assert a["epoch"] == b["epoch"] == 3
+    for part in ("generator", "discriminator"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+    assert [h["loss_d"] for h in a["history"]] == [h["loss_d"] for h in b["history"]]
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(f"sqlite:///{workspace / '.ganflow' / 'mlflow.db'}")
+    run = MlflowClient().get_run(continued["mlflow_run_id"])
+    assert run.data.tags["ganflow.continued_from"] == run2

@@ -34,3 +34,10 @@ def test_set_hyperparams_overrides_a_restored_optimiser_but_keeps_its_moments():
     assert new_g.param_groups[0]["lr"] == 2e-4 and new_d.param_groups[0]["lr"] == 4e-4
     assert new_g.param_groups[0]["betas"] == (0.0, 0.99)
     assert torch.equal(new_g.state[G.weight]["exp_avg"], opt_g.state[G.weight]["exp_avg"])
+
+
+def test_epochs_past_the_schedule_hold_its_last_value():
+    from gan_core.schedules import progress
+
+    assert [progress(e, 4) for e in range(4)] == [0.0, 0.25, 0.5, 0.75]  # a run within its own schedule
+    assert progress(4, 4) == progress(9, 4) == 0.75  # a continued run: the lr never jumps back up

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flows.conventions import completed_from_checkpoint_dir
+from flows.conventions import STATE_FILE, checkpoint_dir_name, completed_from_checkpoint_dir
 from flows.env import RunPaths
 from flows.errors import UserError
 from flows.params import Params, flatten
@@ -25,8 +25,6 @@ IDENTITY_FILE = "ganflow_run.json"
 
 
 @dataclass
-
-
 class RunIdentity:
     name: str
     training_hash: str
@@ -36,6 +34,8 @@ class RunIdentity:
     status: str = "running"
     params: dict = field(default_factory=dict)  # the training key, to name what changed
     trial: bool = False  # a Tune trial: schedulers stop these early by design, they are not "interrupted"
+    continued_from: str | None = None  # the finished run whose last checkpoint this run extends (--continue)
+    schedule_epochs: int | None = None  # epochs the lr schedule spans: train.epochs, or a continued run's parent's
 
     @property
     def key(self) -> dict:
@@ -43,8 +43,6 @@ class RunIdentity:
 
 
 @dataclass
-
-
 class TrainOutcome:
     identity: RunIdentity
     state: dict  # gan_core.checkpoint.training_state of the last checkpoint
@@ -69,15 +67,21 @@ def resolve_model(params: Params, manifest: dict) -> ModelConfig:
 
 
 def run_identity(params: Params, data_version: str, paths: RunPaths, new_run: bool = False,
-                 guard_interrupted: bool = False) -> RunIdentity:
+                 guard_interrupted: bool = False, extend: bool = False) -> RunIdentity:
     """The run these params + data make. With guard_interrupted (the pipeline), an interrupted run of
-    the same data with other hyper-parameters is refused rather than silently left behind."""
+    the same data with other hyper-parameters is refused rather than silently left behind. With `extend`
+    (--continue), the run that carries on the finished run of these settings (extendable_run) to
+    train.epochs: a run of its own, named by its parent too, whose lr schedule keeps the parent's."""
+    parent = extendable_run(params, data_version, paths) if extend else None
     h = params.training_hash()
-    digest = hashlib.sha256(f"{h}:{data_version}".encode()).hexdigest()[:10]
+    lineage = f":{parent['name']}" if parent else ""
+    digest = hashlib.sha256(f"{h}:{data_version}{lineage}".encode()).hexdigest()[:10]
     name = f"{params.data.name}-{digest}"
     if new_run:
         name += time.strftime("-%Y%m%d-%H%M%S")
-    identity = RunIdentity(name, h, data_version, params=params.training_key())
+    horizon = (parent.get("schedule_epochs") or parent["params"]["train"]["epochs"]) if parent else params.train.epochs
+    identity = RunIdentity(name, h, data_version, params=params.training_key(),
+                           continued_from=parent["name"] if parent else None, schedule_epochs=horizon)
     recorded = _read_identity(paths, name)
     if recorded is not None:
         if {k: recorded.get(k) for k in identity.key} != identity.key:
@@ -91,6 +95,41 @@ def run_identity(params: Params, data_version: str, paths: RunPaths, new_run: bo
         for other in others:  # the user asked for a new run: these no longer block later runs
             record_identity(RunIdentity(**{**other, "status": "abandoned"}), paths)
     return identity
+
+
+def extendable_run(params: Params, data_version: str, paths: RunPaths) -> dict:
+    """The finished run (not a trial) of this data whose hyper-parameters equal `params` but for fewer
+    train.epochs, the longest such; a UserError saying what there is when none fits."""
+    def key(params_key: dict) -> dict:
+        return {k: v for k, v in flatten(params_key).items() if k != "train.epochs"}
+
+    want, epochs = key(params.training_key()), params.train.epochs
+    best, best_done, finished = None, -1, []
+    for path in sorted(paths.ray_results.glob(f"{params.data.name}-*/{IDENTITY_FILE}")):
+        rec = json.loads(path.read_text())
+        if rec.get("status") != "finished" or rec.get("trial") or rec.get("data_version") != data_version:
+            continue
+        done = last_checkpoint_epoch(path.parent)
+        finished.append(f"{rec['name']} ({done} epochs)")
+        if done is not None and best_done < done < epochs and key(rec.get("params", {})) == want:
+            best, best_done = rec, done
+    if best is None:
+        raise UserError(f"--continue: no finished run of these settings on this data ({data_version[:12]}) has fewer "
+                        f"than train.epochs={epochs} epochs to extend (finished runs of this data: "
+                        f"{', '.join(finished) or 'none'}). Raise train.epochs above the run's, keep every other "
+                        "setting, or drop --continue to train from scratch.")
+    return best
+
+
+def last_state(paths: RunPaths, name: str) -> dict:
+    """The training state of run `name`'s latest persisted checkpoint (G, D, optimisers, EMA, RNG, history)."""
+    import torch
+
+    done = last_checkpoint_epoch(paths.ray_results / name)
+    if done is None:
+        raise UserError(f"run {name} has no checkpoint to continue from")
+    path = paths.ray_results / name / checkpoint_dir_name(done - 1) / STATE_FILE
+    return torch.load(path, weights_only=True, map_location="cpu")
 
 
 def _read_identity(paths: RunPaths, name: str) -> dict | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from flows.conventions import SELECTION
+from flows.conventions import SELECTION, STATE_FILE
 from flows.data.load import load_manifest, load_split
 from flows.errors import TrainingDiverged, TrainingFailed, UserError
 from flows.env import RunPaths
@@ -16,7 +16,7 @@ from flows.evaluate import Evaluator
 from flows.params import Params
 from flows.run import ray_runtime
 from flows.run.identity import RunIdentity, TrainOutcome, last_checkpoint_epoch, record_identity, resolve_model, settle
-from flows.run.worker import STATE_FILE, train_loop
+from flows.run.worker import train_loop
 from gan_core.recipes import describe
 
 
@@ -88,6 +88,7 @@ def _worker_config(params: Params, paths: RunPaths, identity: RunIdentity, use_g
         "mlflow_run_id": identity.mlflow_run_id,
         "init_state_ref": ray.put(init_state) if init_state is not None else None,
         "stop_epoch": stop_epoch or t.epochs,
+        "schedule_epochs": identity.schedule_epochs or t.epochs,
     }
 
 

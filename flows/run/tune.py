@@ -23,13 +23,12 @@ import torch
 from flows import params as params_mod
 from flows.registry import tracking
 from flows.run import ray_runtime
-from flows.conventions import SELECTION, completed
+from flows.conventions import SELECTION, STATE_FILE, completed
 from flows.env import RunPaths
 from flows.errors import TrainingFailed, UserError
 from flows.params import Params
 from flows.run.train import fit
 from flows.run.identity import TrainOutcome, run_identity
-from flows.run.worker import STATE_FILE
 
 
 @dataclass

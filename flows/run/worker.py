@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from flows.conventions import PROBE_PREFIX, PROGRESS, SELECTION, checkpoint_dir_name, completed
+from flows.conventions import PROBE_PREFIX, PROGRESS, SELECTION, STATE_FILE, checkpoint_dir_name, completed
 from gan_core.augment import AugmentConfig, adjust_p, mirror, resumed_p
 from gan_core.checkpoint import restore, training_state
 from gan_core.config import LossConfig, ModelConfig, ResolvedOptim
@@ -28,10 +28,9 @@ from gan_core.ema import EMA
 from gan_core.losses import GanLoss
 from gan_core.models import build_discriminator, build_generator
 from gan_core.recipes import describe
-from gan_core.schedules import lr_scale, set_hyperparams
+from gan_core.schedules import lr_scale, progress, set_hyperparams
 from gan_core.steps import build_optimizers, train_epoch, unwrap
 
-STATE_FILE = "state.pt"
 
 
 def _mean_across_ranks(metrics: dict[str, float], device) -> dict[str, float]:
@@ -88,6 +87,7 @@ class _Setup:
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
     ema: EMA | None
+    horizon: int  # epochs the lr schedule spans (a continued run: its parent's; later epochs hold the end)
 
     @property
     def data_shape(self) -> tuple[int, ...]:
@@ -165,7 +165,7 @@ def _build(config: dict) -> _Setup:
     opt_g, opt_d = build_optimizers(G, D, optim)
     ema = EMA(G, t["ema_decay"]) if t["ema_decay"] > 0 else None
     return _Setup(model_cfg, GanLoss(LossConfig.model_validate(config["loss"])), t, aug, optim, list(tensors),
-                  G, D, opt_g, opt_d, ema)
+                  G, D, opt_g, opt_d, ema, int(config.get("schedule_epochs") or t["epochs"]))
 
 
 def _restore(config: dict, s: _Setup, rank: int) -> tuple[int, list[dict]]:
@@ -180,7 +180,7 @@ def _restore(config: dict, s: _Setup, rank: int) -> tuple[int, list[dict]]:
         if rank == 0:
             print(f"[ganflow] resuming from checkpoint at epoch {start_epoch}/{epochs}")
         return start_epoch, history
-    if config.get("init_state_ref") is not None:  # a PBT trial restarted from a Tune checkpoint
+    if config.get("init_state_ref") is not None:  # a PBT donor's state, or the run this one extends
         start_epoch, history = restore(ray.get(config["init_state_ref"]), s.G, s.D, s.opt_g, s.opt_d, s.ema)
         if rank == 0:
             print(f"[ganflow] continuing from the training state handed over at epoch {start_epoch}/{epochs} "
@@ -216,7 +216,7 @@ def _train_epoch(s: _Setup, G, D, loader, epoch: int, rank: int, world: int, p: 
     started = time.perf_counter()
     # Every epoch: the schedule's lr, and after a restore the configured (PBT: mutated) values
     # rather than the ones the loaded optimiser state carries.
-    set_hyperparams(s.opt_g, s.opt_d, s.optim, lr_scale(s.optim, epoch / t["epochs"]))
+    set_hyperparams(s.opt_g, s.opt_d, s.optim, lr_scale(s.optim, progress(epoch, s.horizon)))
     if world > 1:
         loader.sampler.set_epoch(epoch)
     # Per-(epoch, rank) seeds: a resumed run draws the same noise as an uninterrupted one.

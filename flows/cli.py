@@ -30,11 +30,15 @@ def pipeline(workspace: Path = Workspace, set_: Optional[List[str]] = Sets,
              new_run: bool = typer.Option(False, "--new-run", help="start a new training run instead of resuming"),
              continue_: bool = typer.Option(False, "--continue", help="extend the finished run of these settings to "
                                             "train.epochs from its last checkpoint (optimisers, EMA, RNG); the lr "
-                                            "holds where its schedule ended")):
+                                            "holds where its schedule ended"),
+             init_from: Optional[str] = typer.Option(None, "--init-from", help="start from a registered version's "
+                                                     "G, D and optimiser states, e.g. models:/ganflow-digits@champion "
+                                                     "(same model and data shape; other data is transfer learning)")):
     """Run the whole pipeline as a Prefect flow: prepare -> train -> evaluate -> register -> promote."""
-    if new_run and continue_:
-        raise UserError("--new-run starts from scratch and --continue extends a finished run: pass one of them")
-    _run_pipeline(workspace, set_, new_run=new_run, extend=continue_)
+    if new_run + continue_ + (init_from is not None) > 1:
+        raise UserError("--new-run (from scratch), --continue (extend a finished run) and --init-from (start from "
+                        "a registered version) each choose the starting point: pass one of them")
+    _run_pipeline(workspace, set_, new_run=new_run, extend=continue_, init_from=init_from)
 
 
 @app.command()

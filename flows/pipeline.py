@@ -23,7 +23,8 @@ from flows.data.load import CLASSIFIER, PROCESSED, load_manifest
 from flows.errors import TrainingDiverged, TrainingFailed
 from flows.logs import quiet_expected_tracebacks
 from flows.run.train import fit
-from flows.run.identity import RunIdentity, TrainOutcome, last_checkpoint_epoch, last_state, run_identity
+from flows.run.identity import (RunIdentity, TrainOutcome, check_seed, last_checkpoint_epoch, last_state, resolve_model,
+                                 run_identity)
 from flows.run.tune import run_search
 from gan_core.checkpoint import generator_from_state
 from gan_core.recipes import RECIPES, describe
@@ -51,14 +52,19 @@ def prepare_task(paths: RunPaths) -> str:
 
 @task(name="train", retries=1, retry_delay_seconds=2, retry_condition_fn=_retry_unless_diverged,
       cache_policy=NO_CACHE)
-def train_task(paths: RunPaths, params: Params, identity: RunIdentity) -> TrainOutcome:
-    parent = None
-    if identity.continued_from and last_checkpoint_epoch(paths.ray_results / identity.name) is None:
-        parent = last_state(paths, identity.continued_from)  # its own checkpoint, once it has one, wins
-        print(f"Continuing run {identity.continued_from} (finished after {completed(parent['epoch'])} epochs) to "
-              f"{params.train.epochs} epochs from its last checkpoint; the lr holds where its schedule ended")
+def train_task(paths: RunPaths, params: Params, identity: RunIdentity, seed: versions.Seed | None = None) -> TrainOutcome:
+    start = None
+    if last_checkpoint_epoch(paths.ray_results / identity.name) is None:  # its own checkpoint, once it has one, wins
+        if identity.continued_from:
+            start = last_state(paths, identity.continued_from)
+            print(f"Continuing run {identity.continued_from} (finished after {completed(start['epoch'])} epochs) to "
+                  f"{params.train.epochs} epochs from its last checkpoint; the lr holds where its schedule ended")
+        elif seed is not None:
+            start = {**seed.state, "epoch": -1, "history": []}  # its G, D and optimisers; a schedule of its own
+            print(f"Starting from {seed.label}'s G, D and optimiser states"
+                  + (" (transfer: it was trained on other data)" if _transfer(seed, identity) else ""))
     try:
-        return fit(params, paths, identity, init_state=parent)
+        return fit(params, paths, identity, init_state=start)
     except TrainingFailed as exc:
         tracking.fail_run(identity.mlflow_run_id, str(exc))
         raise
@@ -101,6 +107,30 @@ def register_task(paths: RunPaths, params: Params, outcome: TrainOutcome, data_v
     _write_cards(params, manifest, version, tags, metrics, outcome.identity.mlflow_run_id)
     tracking.finish_run(outcome.identity.mlflow_run_id)
     return version
+
+
+def _seed(uri: str, params: Params, paths: RunPaths) -> versions.Seed:
+    """The registered version --init-from names, checked to fit this run's model and data shape."""
+    seed = versions.seed_from(uri)
+    manifest = load_manifest(paths.workspace)
+    check_seed(seed.state, resolve_model(params, manifest), manifest["shape"], uri)
+    return seed
+
+
+def _transfer(seed: versions.Seed, identity: RunIdentity) -> bool:
+    return bool(seed.data_version) and seed.data_version != identity.data_version
+
+
+def _lineage(identity: RunIdentity, seed: versions.Seed | None) -> dict[str, str]:
+    """Where a run's starting weights came from, as MLflow run tags."""
+    tags = {}
+    if identity.continued_from:
+        tags["ganflow.continued_from"] = identity.continued_from
+    if seed is not None:
+        tags["ganflow.init_from"] = seed.label
+        tags["ganflow.transfer"] = (f"yes: {seed.label} was trained on data {seed.data_version[:12]}"
+                                    if _transfer(seed, identity) else "no")
+    return tags
 
 
 def _write_cards(params: Params, manifest: dict, version: str, tags, metrics: dict, run_id: str) -> None:
@@ -160,7 +190,8 @@ def promote_task(paths: RunPaths, params: Params, version: str) -> dict:
 
 
 @flow(name="ganflow-pipeline", log_prints=True)
-def pipeline(workspace: str, new_run: bool = False, search: bool = False, extend: bool = False) -> dict:
+def pipeline(workspace: str, new_run: bool = False, search: bool = False, extend: bool = False,
+             init_from: str | None = None) -> dict:
     paths = configure(Path(workspace))
     timings: dict[str, float] = {}
 
@@ -179,15 +210,16 @@ def pipeline(workspace: str, new_run: bool = False, search: bool = False, extend
             outcome = timed("tune", tune_task, paths, params, raw, data_version)
             identity = outcome.identity
         else:
-            identity = run_identity(params, data_version, paths, new_run, guard_interrupted=True, extend=extend)
+            seed = _seed(init_from, params, paths) if init_from else None
+            identity = run_identity(params, data_version, paths, new_run, guard_interrupted=True, extend=extend,
+                                    init_from=seed.label if seed else None)
             cached = None if new_run else versions.version_for_run(params.model_name, identity.name)
             if cached:
                 return _unchanged(paths, params, identity, data_version, *cached, timings)
-            lineage = {"ganflow.continued_from": identity.continued_from} if identity.continued_from else None
-            tracking.start_run(params, paths, identity, data_version, extra_tags=lineage)
+            tracking.start_run(params, paths, identity, data_version, extra_tags=_lineage(identity, seed))
         try:
             if not search:
-                outcome = timed("train", train_task, paths, params, identity)
+                outcome = timed("train", train_task, paths, params, identity, seed)
             ray_runtime.shutdown(wait=False)  # Ray's part is done: its ~2 s stop overlaps evaluation
             metrics = timed("evaluate", evaluate_task, paths, params, outcome)
             version = timed("register", register_task, paths, params, outcome, data_version, metrics)

@@ -176,7 +176,7 @@ def test_params_yaml_edited_while_a_run_trains_changes_nothing_registered(worksp
     assert 400 in widths and 8 not in widths  # the weights are the snapshot's model
 
 
-def test_continue_extends_a_finished_run_bit_for_bit(workspace):
+def test_continue_extends_a_run_bit_for_bit_and_init_from_starts_from_a_version(workspace):
     # 2 epochs, then --continue to 4, equal a fresh 4-epoch run bit for bit under a constant lr.
     import torch
 
@@ -217,3 +217,39 @@ def test_continue_extends_a_finished_run_bit_for_bit(workspace):
     mlflow.set_tracking_uri(f"sqlite:///{workspace / '.ganflow' / 'mlflow.db'}")
     run = MlflowClient().get_run(continued["mlflow_run_id"])
     assert run.data.tags["ganflow.continued_from"] == run2
+
+    # Every version stores its training state; restored into fresh modules, it is exactly what was stored.
+    from flows.registry.versions import load_training_state
+    from gan_core.checkpoint import restore
+    from gan_core.config import ModelConfig
+    from gan_core.ema import EMA
+    from gan_core.models import build_discriminator, build_generator
+    from gan_core.steps import build_optimizers
+
+    stored = load_training_state("models:/ganflow-ring8/1")
+    on_disk = last_state(paths, run2)
+    assert all(torch.equal(stored["discriminator"][k], v) for k, v in on_disk["discriminator"].items())
+    cfg = ModelConfig.model_validate(stored["model"])
+    G, D = build_generator(cfg, tuple(stored["data_shape"])), build_discriminator(cfg, tuple(stored["data_shape"]))
+    from gan_core.config import ResolvedOptim
+
+    opt_g, opt_d = build_optimizers(G, D, ResolvedOptim("adam", 1e-3, 1e-3, (0.0, 0.99), 1))
+    ema = EMA(G, 0.999) if stored.get("ema") is not None else None
+    restore(stored, G, D, opt_g, opt_d, ema)
+    for live, saved in ((G, "generator"), (D, "discriminator")):
+        assert all(torch.equal(v, stored[saved][k]) for k, v in live.state_dict().items())
+    for opt, saved in ((opt_g, "opt_g"), (opt_d, "opt_d")):
+        for k, slot in opt.state_dict()["state"].items():
+            assert all(torch.equal(v, stored[saved]["state"][k][n]) for n, v in slot.items() if torch.is_tensor(v))
+
+    # --init-from: a new run from a registered version's states, tagged with its parent...
+    seeded = ganflow(workspace, "pipeline", "--init-from", "models:/ganflow-ring8@champion", "--set", "train.epochs=1")
+    assert seeded.returncode == 0, seeded.stdout[-3000:] + seeded.stderr[-3000:]
+    champion = MlflowClient().get_model_version_by_alias("ganflow-ring8", "champion").version
+    assert f"Starting from ganflow-ring8/{champion}'s G, D and optimiser states" in seeded.stdout + seeded.stderr
+    summary = json.loads((workspace / ".ganflow" / "last_pipeline.json").read_text())
+    tags = MlflowClient().get_run(summary["mlflow_run_id"]).data.tags
+    assert tags["ganflow.init_from"] == f"ganflow-ring8/{champion}" and tags["ganflow.transfer"] == "no"
+    # ...and another architecture is refused, naming what differs.
+    other = ganflow(workspace, "pipeline", "--init-from", "models:/ganflow-ring8/1", "--set", "model.width=16")
+    assert other.returncode == 2 and "model.width: 400 there, 16 here" in other.stderr, other.stderr[-2000:]

@@ -27,6 +27,7 @@ GAN_CORE = Path(gan_core.__file__).parent
 # What the logged model imports (gan_core ships with it); mlflow itself brings pandas.
 MODEL_REQUIREMENTS = ("torch", "numpy", "pydantic")
 BUNDLE = "generator.pt"
+TRAINING_STATE = "training_state.pt"  # G, D, both optimisers, EMA: what --init-from starts a run from
 SCORE_PREFIX = "eval."  # a version's own holdout scores: eval.fd, eval.reverse_kl, ...
 
 
@@ -87,10 +88,11 @@ def register(run_id: str, params: Params, state: dict, tags: VersionTags | dict[
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
         path = Path(tmp) / BUNDLE
         torch.save(bundle, path)
+        torch.save(state, Path(tmp) / TRAINING_STATE)
         info = mlflow.pyfunc.log_model(
             name="generator",
             python_model=str(PYFUNC_CODE),
-            artifacts={"generator": str(path)},
+            artifacts={"generator": str(path), "training_state": str(Path(tmp) / TRAINING_STATE)},
             code_paths=[str(GAN_CORE)],  # the model's own code travels with it: nothing named ganflow to install
             input_example=example,
             signature=False,
@@ -106,15 +108,55 @@ def register(run_id: str, params: Params, state: dict, tags: VersionTags | dict[
 
 def load_generator(model_uri: str) -> nn.Module:
     """A registered generator as a torch module, from its weights alone (no code from the artifact)."""
+    return generator_from_state(_load_artifact(model_uri, BUNDLE))
+
+
+def load_training_state(model_uri: str) -> dict:
+    """The training state stored with a version (G, D, optimisers, EMA; its history and epoch), to start
+    a new run from (`ganflow pipeline --init-from`)."""
+    try:
+        return _load_artifact(model_uri, TRAINING_STATE)
+    except UserError:
+        load_generator(model_uri)  # a bad URI or a missing version: that error
+        raise UserError(f"{model_uri} was registered before versions kept their training state (D and the "
+                        "optimisers), so it cannot start a run; use a newer version") from None
+
+
+@dataclass(frozen=True)
+class Seed:
+    """A registered version a new run starts from (`--init-from`): its training state and where it came from."""
+
+    uri: str
+    label: str  # NAME/VERSION when the URI names a registered version (an alias resolved), else the URI
+    data_version: str  # the data it was trained on ("" when unknown)
+    state: dict
+
+
+def seed_from(model_uri: str) -> Seed:
+    state = load_training_state(model_uri)
+    label, data_version = model_uri, ""
+    if model_uri.startswith("models:/"):
+        name, _, ref = model_uri[len("models:/"):].partition("@")
+        client = MlflowClient()
+        if ref:  # models:/NAME@ALIAS
+            mv = client.get_model_version_by_alias(name, ref)
+        else:  # models:/NAME/VERSION
+            name, _, number = name.partition("/")
+            mv = client.get_model_version(name, number)
+        label, data_version = f"{mv.name}/{mv.version}", VersionTags.read(mv.tags).data_version
+    return Seed(model_uri, label, data_version, state)
+
+
+def _load_artifact(model_uri: str, name: str) -> dict:
     if ":" not in model_uri and not Path(model_uri).expanduser().exists():
         # MLflow would read it as a local folder and only say "No such artifact: 'generator.pt'".
         raise UserError(f"model {model_uri!r} is neither a model URI (models:/<name>/<version>, "
                         "models:/<name>@<alias>, runs:/<run_id>/generator) nor an existing model folder")
     try:
-        local = mlflow.artifacts.download_artifacts(f"{model_uri.rstrip('/')}/artifacts/{BUNDLE}")
-    except mlflow.exceptions.MlflowException as exc:
-        raise UserError(f"cannot load model {model_uri!r}: {exc.message}") from None
-    return generator_from_state(torch.load(local, weights_only=True, map_location="cpu"))
+        local = mlflow.artifacts.download_artifacts(f"{model_uri.rstrip('/')}/artifacts/{name}")
+    except (mlflow.exceptions.MlflowException, OSError) as exc:
+        raise UserError(f"cannot load model {model_uri!r}: {getattr(exc, 'message', exc)}") from None
+    return torch.load(local, weights_only=True, map_location="cpu")
 
 
 def version_for_run(model_name: str, ray_run: str) -> tuple[str, dict[str, str]] | None:

@@ -36,6 +36,7 @@ class RunIdentity:
     trial: bool = False  # a Tune trial: schedulers stop these early by design, they are not "interrupted"
     continued_from: str | None = None  # the finished run whose last checkpoint this run extends (--continue)
     schedule_epochs: int | None = None  # epochs the lr schedule spans: train.epochs, or a continued run's parent's
+    init_from: str | None = None  # NAME/VERSION of the registered version this run started from (--init-from)
 
     @property
     def key(self) -> dict:
@@ -67,21 +68,22 @@ def resolve_model(params: Params, manifest: dict) -> ModelConfig:
 
 
 def run_identity(params: Params, data_version: str, paths: RunPaths, new_run: bool = False,
-                 guard_interrupted: bool = False, extend: bool = False) -> RunIdentity:
+                 guard_interrupted: bool = False, extend: bool = False, init_from: str | None = None) -> RunIdentity:
     """The run these params + data make. With guard_interrupted (the pipeline), an interrupted run of
     the same data with other hyper-parameters is refused rather than silently left behind. With `extend`
     (--continue), the run that carries on the finished run of these settings (extendable_run) to
     train.epochs: a run of its own, named by its parent too, whose lr schedule keeps the parent's."""
     parent = extendable_run(params, data_version, paths) if extend else None
     h = params.training_hash()
-    lineage = f":{parent['name']}" if parent else ""
+    lineage = (f":{parent['name']}" if parent else "") + (f":init:{init_from}" if init_from else "")
     digest = hashlib.sha256(f"{h}:{data_version}{lineage}".encode()).hexdigest()[:10]
     name = f"{params.data.name}-{digest}"
     if new_run:
         name += time.strftime("-%Y%m%d-%H%M%S")
     horizon = (parent.get("schedule_epochs") or parent["params"]["train"]["epochs"]) if parent else params.train.epochs
     identity = RunIdentity(name, h, data_version, params=params.training_key(),
-                           continued_from=parent["name"] if parent else None, schedule_epochs=horizon)
+                           continued_from=parent["name"] if parent else None, schedule_epochs=horizon,
+                           init_from=init_from)
     recorded = _read_identity(paths, name)
     if recorded is not None:
         if {k: recorded.get(k) for k in identity.key} != identity.key:
@@ -95,6 +97,19 @@ def run_identity(params: Params, data_version: str, paths: RunPaths, new_run: bo
         for other in others:  # the user asked for a new run: these no longer block later runs
             record_identity(RunIdentity(**{**other, "status": "abandoned"}), paths)
     return identity
+
+
+def check_seed(state: dict, model_cfg: ModelConfig, data_shape: list[int], uri: str) -> None:
+    """A registered version can start a run on other data (transfer), never with another architecture or
+    data shape: its weights and optimiser states would not fit. Names each difference."""
+    theirs = ModelConfig.model_validate(state["model"]).model_dump()
+    ours = model_cfg.model_dump()
+    differ = [f"model.{k}: {theirs[k]!r} there, {ours[k]!r} here" for k in ours if ours[k] != theirs.get(k)]
+    if list(state["data_shape"]) != list(data_shape):
+        differ.append(f"data shape: {list(state['data_shape'])} there, {list(data_shape)} here")
+    if differ:
+        raise UserError(f"--init-from {uri}: that generator does not fit this run (" + "; ".join(differ) +
+                        "). Set the same model in params.yaml, or train from scratch.")
 
 
 def extendable_run(params: Params, data_version: str, paths: RunPaths) -> dict:

@@ -22,6 +22,7 @@ def test_pipeline_end_to_end_registers_a_loadable_generator(workspace):
     assert "Registered ganflow-digits version 1: models:/ganflow-digits/1" in proc.stdout
     assert "promotion: promoted" in proc.stdout  # the first valid version becomes champion
     assert "epoch 2/2" in proc.stdout + proc.stderr  # rank-0 progress reached the driver
+    assert "Add type hints" not in proc.stdout + proc.stderr  # the pyfunc is typed: MLflow has nothing to ask
 
     # DVC versioned the data and pushed it to the local remote under the run dir.
     lock = yaml.safe_load((workspace / "dvc.lock").read_text())

@@ -35,6 +35,10 @@ def test_sample_promote_and_compare_end_without_ray_train_or_tune(tmp_path, empt
     (paths.workspace / "params.yaml").write_text(
         "data: {name: ring8, points: 500}\nregistry: {model_name: ganflow-ring8, experiment: ganflow-ring8}\n")
     make_version(paths, params, 0.2)
+    from flows.data import stages
+
+    stages.prepare(params, paths.workspace)  # the gate measures on the workspace's holdout
+    stages.train_classifier(params, paths.workspace)
     ws = str(paths.workspace)
     commands = {
         "sample": _cli("sample", "--model", str(FIXTURE), "-n", "4", "--out", str(tmp_path / "s.npy"),

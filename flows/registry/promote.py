@@ -1,20 +1,24 @@
 """The promotion gate: does a newly registered version replace the `champion`?
 
-MLflow 3 deprecates registry stages, so the gate speaks in aliases and version tags:
+The gate trusts no score a version reports about itself. It measures the challenger and the champion
+itself, from their registered weights, on the workspace's current holdout with the workspace's judge at
+the judge's frozen sample count and seed (flows.evaluate.judge_protocol), and decides on those numbers; the
+versions' own ``eval.*`` tags are shown beside them, never used (a wrong tag, or a version that lowered its
+own FD by sampling more, cannot buy a promotion). MLflow 3 deprecates registry stages, so the gate speaks
+in aliases and version tags:
 
 * every version put through the gate gets the alias ``challenger`` (the latest one judged);
-* it takes the alias ``champion`` only if it is valid (its run did not fail, its primary score is a
-  finite number) and strictly beats the current champion (lower primary metric; see
-  flows.evaluate.PRIMARY) on the same holdout (``data_version`` tag) with the same evaluator
-  (``evaluator_version`` tag). When either differs, or a stored score is unusable, both models are
-  re-evaluated on the workspace's current holdout and the fresh scores decide (and are recorded);
-* with no champion yet, a valid version becomes champion; a tie or a worse score keeps the champion;
-* the decision, both scores and the reason are written as ``promotion.*`` tags on the challenger.
+* it takes the alias ``champion`` only if its run did not fail, its weights load and give a finite
+  primary metric (lower is better; see flows.evaluate.PRIMARY), and it strictly beats the champion as
+  measured; with no champion yet, a valid version becomes champion; a tie or a worse score keeps the champion;
+* the decision, both measured scores and the reason are written as ``promotion.*`` tags on the challenger,
+  each measurement as ``reeval.*`` tags on the version measured.
 
 Promoting the current champion again is harmless: "kept", "already champion", and no alias or tag
-moves. A failed or NaN version is "rejected": a recorded outcome, not an error.
+moves. A failed, unloadable or NaN version is "rejected": a recorded outcome, not an error. The gate
+needs the prepared data (data/processed, data/classifier) in the workspace.
 
-Concurrency: read champion -> compare -> set alias runs under a file lock in the run directory
+Concurrency: read champion -> measure -> set alias runs under a file lock in the run directory
 (``<GANFLOW_HOME>/promote.lock``), so concurrent promotions on one machine serialise and end with
 the best version as champion. LIMITATION: with a remote MLflow server shared by several machines
 this lock is per machine; they need a shared lock (a lock file on a shared filesystem via
@@ -60,7 +64,7 @@ class Decision:
     champion_score: float | None
     champion_before: str | None  # champion version when the gate started (None: there was none)
     champion_after: str | None
-    reevaluated: bool = False
+    reevaluated: bool = False  # measured by the gate (always, but for failed runs and the champion itself)
     recorded: bool = True  # False: nothing to record (re-promoting the champion)
 
     def summary(self) -> str:
@@ -110,72 +114,71 @@ def promote(model_name: str, version: str, paths: RunPaths, params: Params, echo
 def _decide(client, name: str, version: str, paths: RunPaths, params: Params) -> Decision:
     mv = _model_version(client, name, version)  # read again under the lock: tags may have moved
     champion = _champion(client, name)
+    made: list[_Gauge] = []
+
+    def gauge() -> _Gauge:  # built only when something is measured (the holdout's features once)
+        if not made:
+            made.append(_Gauge(client, name, paths, params))
+        return made[0]
+
     decision = judge(name, version, VersionTags.read(mv.tags),
                      (str(champion.version), VersionTags.read(champion.tags)) if champion is not None else None,
-                     failure=_run_failure(client, mv.run_id),
-                     default_metric=lambda: _workspace_metric(paths, params),
-                     rescorer=lambda: _Rescorer(client, name, paths, params))
+                     failure=_run_failure(client, mv.run_id), gauge=gauge)
     apply(client, decision)
     return decision
 
 
 def judge(name: str, version: str, mine: VersionTags, champion: tuple[str, VersionTags] | None, *,
-          failure: str | None, default_metric: Callable[[], str], rescorer: Callable[[], _Rescorer]) -> Decision:
-    """The gate's decision for `version` (tags `mine`) against the champion (its version and tags), moving
-    nothing. Stored scores decide when both were made on the same holdout by the same evaluator; otherwise
-    `rescorer()` measures both afresh on the workspace's current holdout (and records those scores)."""
+          failure: str | None, gauge: Callable[[], _Gauge]) -> Decision:
+    """The gate's decision for `version` against the champion (its version and tags), moving nothing.
+    Both are measured by `gauge()`; their tags only decorate the reason."""
     before = champion[0] if champion is not None else None
 
     def decided(kind: DecisionKind, reason: str, metric: str | None, a: float | None, b: float | None,
-                reevaluated: bool = False, recorded: bool = True) -> Decision:
+                measured: bool = True, recorded: bool = True) -> Decision:
         after = version if kind == "promoted" else before
-        return Decision(name, version, kind, reason, metric, a, b, before, after, reevaluated, recorded)
+        return Decision(name, version, kind, reason, metric, a, b, before, after, measured, recorded)
 
     if before == version:
         # Idempotent: nothing changes, and the record of how it became champion stays intact.
-        metric = mine.primary_metric or None
-        return decided("kept", "already champion", metric, mine.stored_score(metric), mine.stored_score(metric), recorded=False)
-
-    theirs_tags = champion[1] if champion is not None else None
-    metric = mine.primary_metric or (theirs_tags.primary_metric if theirs_tags else "") or default_metric()
-    a = mine.stored_score(metric)
+        return decided("kept", "already champion", mine.primary_metric or None, None, None, measured=False,
+                       recorded=False)
     if failure:
-        return decided("rejected", failure, metric, a, None)
-    if a is None:
-        raw = mine.scores.get(metric)
-        what = "missing" if raw is None else f"{raw!r}"
-        return decided("rejected", f"primary score eval.{metric} is {what}, not a finite number", metric, None, None)
-    if theirs_tags is None:
-        return decided("promoted", f"no champion yet; {metric} {_fmt(a)}", metric, a, None)
-
-    b = theirs_tags.stored_score(metric)
-    why = _incomparable(mine, theirs_tags, b, metric)
-    if why is None:
-        where = f"same holdout {mine.data_version[:12]} and evaluator {mine.evaluator_version}"
-        return _better(decided, metric, a, b, before, where, reevaluated=False)
-
-    # Scores made on another holdout or by another evaluator do not compare: score both afresh.
-    fresh = rescorer()
-    metric = fresh.metric
+        return decided("rejected", failure, mine.primary_metric or None, None, None, measured=False)
+    g = gauge()
+    metric = g.metric
+    said = _claims(mine, champion[1] if champion is not None else None, metric)
     try:
-        a = fresh.measure(version)
-    except Exception as exc:  # noqa: BLE001 - a model that cannot be scored cannot be promoted
-        return decided("rejected", f"{why}; re-evaluation failed: {exc}"[:4900], metric, None, None,
-                       reevaluated=True)
-    try:
-        b = fresh.measure(before)
-    except Exception as exc:  # noqa: BLE001 - fail closed: no decision without the champion's score
-        raise UserError(f"{name} version {version}: cannot re-score champion version {before} on the current "
-                        f"holdout ({why}): {exc}; nothing was promoted") from None
-    where = (f"{why}; both re-evaluated on the current holdout {fresh.data_version[:12]} "
-             f"with evaluator {fresh.evaluator_version}")
+        a = g.measure(version)
+    except Exception as exc:  # noqa: BLE001 - weights that cannot be loaded or run cannot be promoted
+        return decided("rejected", f"its weights could not be measured: {exc}"[:4900], metric, None, None)
     if a is None:
-        return decided("rejected", f"{where}: the challenger's {metric} is not a finite number", metric,
-                       None, b, reevaluated=True)
+        return decided("rejected", f"its samples give a {metric} that is not a finite number (NaN/Inf); "
+                                   f"measured on {g.where}{said}", metric, None, None)
+    if champion is None:
+        return decided("promoted", f"no champion yet; {metric} {_fmt(a)} measured on {g.where}{said}", metric, a, None)
+    try:
+        b = g.measure(before)
+    except Exception as exc:  # noqa: BLE001 - fail closed: no decision without the champion's measurement
+        raise UserError(f"{name} version {version}: cannot measure champion version {before} on the current "
+                        f"holdout: {exc}; nothing was promoted") from None
     if b is None:
-        return decided("promoted", f"{where}: the champion's {metric} is not a finite number", metric,
-                       a, None, reevaluated=True)
-    return _better(decided, metric, a, b, before, where, reevaluated=True)
+        return decided("promoted", f"the champion's {metric} is not a finite number; measured on {g.where}{said}",
+                       metric, a, None)
+    where = f"measured on {g.where}{said}"
+    if a < b:
+        return decided("promoted", f"{metric} {_fmt(a)} < {_fmt(b)} of version {before} ({where})", metric, a, b)
+    rel = "=" if a == b else ">"
+    return decided("kept", f"{metric} {_fmt(a)} {rel} {_fmt(b)} of version {before}, not strictly better ({where})",
+                   metric, a, b)
+
+
+def _claims(mine: VersionTags, theirs: VersionTags | None, metric: str) -> str:
+    """What the versions' own tags say, shown beside the measurement and never used."""
+    parts = [f"its tag says {mine.scores.get(metric, 'nothing')}"]
+    if theirs is not None:
+        parts.append(f"the champion's {theirs.scores.get(metric, 'nothing')}")
+    return f"; self-reported eval.{metric}: {', '.join(parts)} (not used)"
 
 
 def apply(client, d: Decision) -> None:
@@ -200,29 +203,6 @@ def apply(client, d: Decision) -> None:
         client.set_model_version_tag(d.model, d.version, k, v)
     card = client.get_model_version(d.model, d.version).description
     client.update_model_version(d.model, d.version, description=with_promotion(card, d.summary()))
-
-
-def _better(decided, metric: str, mine: float, theirs: float, before: str | None, where: str,
-            reevaluated: bool) -> Decision:
-    if mine < theirs:
-        return decided("promoted", f"{metric} {_fmt(mine)} < {_fmt(theirs)} of version {before} ({where})",
-                       metric, mine, theirs, reevaluated)
-    rel = "=" if mine == theirs else ">"
-    return decided("kept", f"{metric} {_fmt(mine)} {rel} {_fmt(theirs)} of version {before}, not strictly "
-                           f"better ({where})", metric, mine, theirs, reevaluated)
-
-
-def _incomparable(mine: VersionTags, theirs: VersionTags, their_score: float | None, metric: str) -> str | None:
-    """Why the two stored scores do not compare, or None when they do."""
-    for key in ("data_version", "evaluator_version", "primary_metric"):
-        a, b = getattr(mine, key), getattr(theirs, key)
-        if not a or not b:
-            return f"{key} tag missing on {'the challenger' if not a else 'the champion'}"
-        if a != b:
-            return f"{key} differs ({a[:16]} vs champion's {b[:16]})"
-    if their_score is None:
-        return f"the champion's stored eval.{metric} is {theirs.scores.get(metric)!r}"
-    return None
 
 
 def _model_version(client, name: str, version: str):
@@ -287,20 +267,9 @@ def _run_failure(client, run_id: str | None) -> str | None:
     return None
 
 
-def _workspace_metric(paths: RunPaths, params: Params) -> str:
-    from flows.evaluate import PRIMARY
-
-    try:
-        from flows.data.load import load_manifest
-
-        return PRIMARY[load_manifest(paths.workspace)["kind"]]
-    except (OSError, KeyError, ValueError):
-        return PRIMARY["points" if params.data.is_points else "images"]
-
-
-class _Rescorer:
-    """Scores registered versions on the workspace's current holdout with its current evaluator,
-    and records each fresh score as version tags (reeval.*)."""
+class _Gauge:
+    """The gate's measurement: a registered version's primary metric on the workspace's current holdout,
+    by its current judge at the judge's frozen sample count and seed, recorded on the version (reeval.*)."""
 
     def __init__(self, client, name: str, paths: RunPaths, params: Params):
         from flows import evaluate as ev
@@ -309,26 +278,28 @@ class _Rescorer:
         ws = paths.workspace
         info = ws / CLASSIFIER / "classifier.json"
         if not (ws / PROCESSED / "manifest.json").exists() or not info.exists():
-            raise UserError(f"the challenger and the champion of {name!r} were scored on different data or "
-                            f"by different evaluators, and re-scoring them needs the prepared data in {ws} "
-                            "(data/processed and data/classifier): run `dvc repro` or `ganflow prepare` first")
-        self.client, self.name, self.params = client, name, params
-        self.manifest = load_manifest(ws)
-        self.metric = ev.PRIMARY[self.manifest["kind"]]
+            raise UserError(f"the gate measures {name!r}'s versions on the workspace's holdout, and {ws} has no "
+                            "prepared data (data/processed and data/classifier): run `dvc repro` or "
+                            "`ganflow prepare` first")
+        self.client, self.name = client, name
+        manifest = load_manifest(ws)
+        self.metric = ev.PRIMARY[manifest["kind"]]
         self.evaluator_version = json.loads(info.read_text())["evaluator_version"]
-        self.data_version = _data_version(ws, self.manifest)
+        self.data_version = _data_version(ws, manifest)
         self.evaluator = ev.Evaluator(ws, split="holdout")  # holdout features computed once, for both models
         self.protocol = ev.judge_protocol(ws, params)  # sample count and seed frozen with the judge
-
-    def _metrics(self, G) -> dict[str, float]:
-        # full=False: the primary metric (fd / reverse_kl) without the k-NN extras nobody compares here.
-        return self.evaluator.measure(G, *self.protocol, full=False)[0]
+        self.where = (f"holdout {self.data_version[:12]}, evaluator {self.evaluator_version}, "
+                      f"{self.protocol[0]} samples at seed {self.protocol[1]}")
 
     def measure(self, version: str) -> float | None:
+        """The version's primary metric; None when not finite."""
         from flows.registry.versions import load_generator
 
         G = load_generator(f"models:/{self.name}/{version}")
-        value = float(self._metrics(G)[self.metric])
+        # full=False: the primary metric (fd / reverse_kl) without the k-NN extras nobody compares here.
+        metrics, samples = self.evaluator.measure(G, *self.protocol, full=False)
+        # NaN/Inf samples are no generator, whatever a metric that skips them would say.
+        value = float(metrics[self.metric]) if bool(samples.isfinite().all()) else math.nan
         tags = {
             f"reeval.{self.metric}": _fmt(value),
             "reeval.data_version": self.data_version,

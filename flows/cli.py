@@ -13,7 +13,7 @@ from typing import List, Optional
 import typer
 
 from flows import servers
-from flows.env import configure
+from flows.env import configure, hold_workspace
 from flows.errors import TrainingFailed, UserError
 
 app = typer.Typer(help="Train GANs and WGANs: DVC data, Ray Train, MLflow registry, Prefect flows.",
@@ -53,15 +53,17 @@ def _run_pipeline(workspace: Path, sets: list[str] | None, **flow_args) -> None:
     paths = configure(workspace)
     from flows import params
 
-    params.write_overrides(paths.workspace, sets or [])
-    servers.check_all()  # before Prefect or Ray start: an unreachable server is one message
-    prefect_boot = _boot_ephemeral_prefect()
-    from flows.pipeline import pipeline as flow  # torch, MLflow, Ray: ~3.5 s, while Prefect boots
+    # Before anything starts or params.yaml changes: a second run on this workspace refuses at once.
+    with hold_workspace(paths, "ganflow tune" if flow_args.get("search") else "ganflow pipeline"):
+        params.write_overrides(paths.workspace, sets or [])
+        servers.check_all()  # before Prefect or Ray start: an unreachable server is one message
+        prefect_boot = _boot_ephemeral_prefect()
+        from flows.pipeline import pipeline as flow  # torch, MLflow, Ray: ~3.5 s, while Prefect boots
 
-    if prefect_boot is not None:
-        prefect_boot.join()
-    started = time.perf_counter()
-    summary = flow(str(paths.workspace), **flow_args)
+        if prefect_boot is not None:
+            prefect_boot.join()
+        started = time.perf_counter()
+        summary = flow(str(paths.workspace), **flow_args)
     _print_summary(summary, paths, time.perf_counter() - started)
 
 

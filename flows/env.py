@@ -4,11 +4,16 @@ before importing Prefect or MLflow, since both read their settings at import."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import tempfile
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from flows.errors import UserError
 
 # Unix socket paths must stay under 107 bytes; the longest Ray makes adds ~67 to its temp dir
 # (session_<date>_<time>_<pid>/sockets/dash_MetricsHead).
@@ -90,3 +95,44 @@ def _ray_token(home: Path) -> Path:
 
 def local_mlflow() -> bool:
     return os.environ.get("MLFLOW_TRACKING_URI", "").startswith("sqlite:")
+
+
+# One run at a time per workspace: a second pipeline or search would train into the same Ray run folder
+# and register the same training twice. Held for the whole command (and by the flow itself, so scheduled
+# runs of `ganflow serve` hold it too); re-entrant within a process, refused at once across processes.
+_HELD: dict[Path, list] = {}
+
+
+@contextmanager
+def hold_workspace(paths: RunPaths, what: str):
+    from filelock import FileLock, Timeout
+
+    path = paths.home / "run.lock"
+    if path in _HELD:  # the CLI took it already; the flow in the same process re-enters
+        _HELD[path][1] += 1
+        try:
+            yield
+        finally:
+            _HELD[path][1] -= 1
+        return
+    paths.home.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
+    holder = paths.home / "run.lock.json"
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        try:
+            info = json.loads(holder.read_text())
+            who = f" ({info['what']}, pid {info['pid']}, since {info['since']})"
+        except (OSError, ValueError, KeyError):
+            who = ""
+        raise UserError(f"another ganflow run is using workspace {paths.workspace}{who}: wait for it to finish "
+                        "(one run per workspace: two would train into one run folder)") from None
+    _HELD[path] = [lock, 1]
+    holder.write_text(json.dumps({"what": what, "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}))
+    try:
+        yield
+    finally:
+        del _HELD[path]
+        holder.unlink(missing_ok=True)
+        lock.release()

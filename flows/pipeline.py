@@ -14,7 +14,7 @@ from flows import params as params_mod
 from flows.data import dvc
 from flows.registry import card, tracking, versions
 from flows.run import ray_runtime
-from flows.env import RunPaths, configure
+from flows.env import RunPaths, configure, hold_workspace
 from flows.params import Params
 from flows.evaluate import PRIMARY, evaluate, headline, meets_bar, render
 from flows.plots import training_curves
@@ -193,6 +193,11 @@ def promote_task(paths: RunPaths, params: Params, version: str) -> dict:
 def pipeline(workspace: str, new_run: bool = False, search: bool = False, extend: bool = False,
              init_from: str | None = None) -> dict:
     paths = configure(Path(workspace))
+    with hold_workspace(paths, "ganflow tune" if search else "ganflow pipeline"):
+        return _run(paths, new_run, search, extend, init_from)
+
+
+def _run(paths: RunPaths, new_run: bool, search: bool, extend: bool, init_from: str | None) -> dict:
     timings: dict[str, float] = {}
 
     def timed(name, fn, *args):

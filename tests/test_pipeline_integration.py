@@ -125,7 +125,8 @@ def test_point_data_with_a_recipe_and_a_diverged_run_never_registered(workspace)
 
 def test_params_yaml_edited_while_a_run_trains_changes_nothing_registered(workspace):
     # One snapshot per run (issue 14): the flow reads params.yaml once; the version it registers (weights,
-    # tags, logged params) describes that snapshot even if the file changes mid-run.
+    # tags, logged params) describes that snapshot even if the file changes mid-run. A second run on the
+    # workspace meanwhile is refused (issue 16).
     import subprocess
     import time
 
@@ -146,6 +147,11 @@ def test_params_yaml_edited_while_a_run_trains_changes_nothing_registered(worksp
                 raw["train"]["epochs"], raw["model"]["width"], raw["loss"] = 3, 8, "hinge"
                 (workspace / "params.yaml").write_text(yaml.safe_dump(raw))
                 edited_at = time.time()
+                # A second run on the same workspace meanwhile refuses at once, with one line (issue 16).
+                second = ganflow(workspace, "pipeline", timeout=120)
+                assert second.returncode == 2, second.stdout[-2000:] + second.stderr[-2000:]
+                assert "another ganflow run is using workspace" in second.stderr and "Traceback" not in second.stderr
+                assert "ganflow pipeline, pid" in second.stderr
             else:
                 epochs_after_edit += 1
     assert proc.wait(timeout=900) == 0, "".join(lines)[-4000:]

@@ -10,7 +10,7 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows import params as params_mod
+from flows import alerts, params as params_mod
 from flows.data import dvc
 from flows.registry import card, tracking, versions
 from flows.run import ray_runtime
@@ -193,14 +193,25 @@ def promote_task(paths: RunPaths, params: Params, version: str) -> dict:
 def pipeline(workspace: str, new_run: bool = False, search: bool = False, extend: bool = False,
              init_from: str | None = None) -> dict:
     paths = configure(Path(workspace))
-    with hold_workspace(paths, "ganflow tune" if search else "ganflow pipeline"):
-        return _run(paths, new_run, search, extend, init_from)
+    progress = {"stage": "start"}
+    try:
+        with hold_workspace(paths, "ganflow tune" if search else "ganflow pipeline"):
+            return _run(paths, new_run, search, extend, init_from, progress)
+    except BaseException as exc:  # failed, or stopped (Ctrl-C / SIGTERM): whoever watches the schedule hears
+        from prefect.runtime import flow_run
+
+        alerts.send("run_failed" if isinstance(exc, Exception) else "run_stopped",
+                    str(exc).strip().splitlines()[-1][:2000] if str(exc).strip() else type(exc).__name__,
+                    workspace=str(paths.workspace), run=flow_run.name, stage=progress["stage"])
+        raise
 
 
-def _run(paths: RunPaths, new_run: bool, search: bool, extend: bool, init_from: str | None) -> dict:
+def _run(paths: RunPaths, new_run: bool, search: bool, extend: bool, init_from: str | None,
+         progress: dict[str, str]) -> dict:
     timings: dict[str, float] = {}
 
     def timed(name, fn, *args):
+        progress["stage"] = name
         started = time.perf_counter()
         result = fn(*args)
         timings[name] = round(time.perf_counter() - started, 1)

@@ -29,6 +29,45 @@ def workspace(tmp_path: Path) -> Path:
     return make_workspace(tmp_path / "ws")
 
 
-def ganflow(ws: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+def ganflow(ws: Path, *args: str, timeout: int = 900, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "ganflow"), *args, "--workspace", str(ws)], cwd=ws,
-                          env=clean_env(ws / ".ganflow"), capture_output=True, text=True, timeout=timeout)
+                          env={**clean_env(ws / ".ganflow"), **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+class Receiver:
+    """A webhook on 127.0.0.1 that records the JSON bodies POSTed to it (alerts)."""
+
+    def __init__(self):
+        import http.server
+        import json
+        import threading
+
+        bodies = self.bodies = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                bodies.append({"path": self.path, "auth": self.headers.get("Authorization"),
+                               **json.loads(self.rfile.read(int(self.headers["Content-Length"])))})
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, secret: str = "s3cret-t0ken") -> str:
+        return f"http://alerts:{secret}@127.0.0.1:{self.port}/hook?token={secret}"
+
+    def close(self):
+        self.server.shutdown()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()

@@ -89,7 +89,7 @@ def test_bad_params_give_one_clear_message(workspace):
     assert (workspace / "params.yaml").read_text() == before  # refused before writing anything
 
 
-def test_point_data_with_a_recipe_and_a_diverged_run_never_registered(workspace):
+def test_point_data_with_a_recipe_and_a_diverged_run_never_registered(workspace, receiver):
     # Class-conditional on the mode index: labels travel through Ray and into the registered pyfunc.
     tiny = ["--set", "data.name=ring8", "--set", "data.points=2000", "--set", "loss=wgan-gp",
             "--set", "model.conditional=true", "--set", "train.epochs=2", "--set", "eval.num_samples=500",
@@ -111,9 +111,14 @@ def test_point_data_with_a_recipe_and_a_diverged_run_never_registered(workspace)
     assert mlflow.pyfunc.load_model("models:/ganflow-ring8/1").predict(z_and_class).shape == (3, 2)
 
     # Absurd learning rates blow up: the run stops, is recorded FAILED with its reason, never registered.
-    bad = ganflow(workspace, "pipeline", "--set", "optim.lr_d=1e30", "--set", "optim.lr_g=1e30")
+    bad = ganflow(workspace, "pipeline", "--set", "optim.lr_d=1e30", "--set", "optim.lr_g=1e30",
+                  env={"GANFLOW_ALERT_WEBHOOK": receiver.url()})
     assert bad.returncode == 1
     assert "diverged: NaN/Inf" in bad.stderr
+    # ...and whoever watches the runs hears it, from the stage that failed (issue 16); the URL's secret never prints.
+    [alert] = receiver.bodies
+    assert (alert["event"], alert["stage"]) == ("run_failed", "train") and "diverged" in alert["reason"]
+    assert "s3cret" not in bad.stdout + bad.stderr
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()

@@ -38,6 +38,7 @@ from typing import Literal
 
 from filelock import FileLock, Timeout
 
+from flows import alerts
 from flows.env import RunPaths
 from flows.errors import UserError
 from flows.params import Params
@@ -108,6 +109,9 @@ def promote(model_name: str, version: str, paths: RunPaths, params: Params, echo
                         "try again when it has finished") from None
     if echo:
         print(decision.summary())
+    if decision.decision == "rejected":  # not the ordinary "kept": something is wrong with the version
+        alerts.send("promotion_rejected", decision.reason, workspace=str(paths.workspace), model=model_name,
+                    version=version)
     return decision
 
 

@@ -1,0 +1,40 @@
+"""Alerts: a failed or crashed run, and a rejected promotion, reported where a team looks.
+
+The destination is a webhook URL in GANFLOW_ALERT_WEBHOOK (an environment variable, not params.yaml: the
+URL usually carries a secret, and params.yaml is committed). The body is JSON with a Slack-style `text`
+line plus the fields: event, workspace, run, stage, reason, and model/version for promotions. The URL is
+printed only with its secrets masked. A failing destination never fails the run: it says so and goes on."""
+from __future__ import annotations
+
+import os
+
+from flows.servers import redact
+
+ENV = "GANFLOW_ALERT_WEBHOOK"
+TIMEOUT_S = 10
+
+
+def destination() -> str | None:
+    return os.environ.get(ENV) or None
+
+
+def send(event: str, reason: str, **fields: str | None) -> bool:
+    """POST one alert; True when the destination accepted it (2xx). No destination: nothing to do."""
+    url = destination()
+    if url is None:
+        return False
+    body = {"event": event, "reason": reason, **{k: v for k, v in fields.items() if v is not None}}
+    where = ", ".join(f"{k} {v}" for k, v in fields.items() if v)
+    body["text"] = f"ganflow {event.replace('_', ' ')}: {reason}" + (f" ({where})" if where else "")
+    import requests  # user:password@ in the URL becomes basic auth (urllib would take it for the host)
+
+    try:
+        response = requests.post(url, json=body, timeout=TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - an unreachable destination must not fail the run
+        print(f"alert: could not reach {redact(url)}: {type(exc).__name__}")
+        return False
+    if not response.ok:
+        print(f"alert: {redact(url)} answered HTTP {response.status_code} to {event}")
+        return False
+    print(f"alert: {event} sent to {redact(url)}")
+    return True

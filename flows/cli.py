@@ -13,7 +13,7 @@ from typing import List, Optional
 import typer
 
 from flows import servers
-from flows.env import configure, hold_workspace
+from flows.env import configure, hold_workspace, reap_children, record_children
 from flows.errors import TrainingFailed, UserError
 
 app = typer.Typer(help="Train GANs and WGANs: DVC data, Ray Train, MLflow registry, Prefect flows.",
@@ -55,6 +55,7 @@ def _run_pipeline(workspace: Path, sets: list[str] | None, **flow_args) -> None:
 
     # Before anything starts or params.yaml changes: a second run on this workspace refuses at once.
     with hold_workspace(paths, "ganflow tune" if flow_args.get("search") else "ganflow pipeline"):
+        reap_children(paths)  # what a killed earlier run left running: the lock says it is over
         params.write_overrides(paths.workspace, sets or [])
         servers.check_all()  # before Prefect or Ray start: an unreachable server is one message
         prefect_boot = _boot_ephemeral_prefect()
@@ -62,6 +63,7 @@ def _run_pipeline(workspace: Path, sets: list[str] | None, **flow_args) -> None:
 
         if prefect_boot is not None:
             prefect_boot.join()
+            record_children(paths, [_prefect_server_pid()])
         started = time.perf_counter()
         summary = flow(str(paths.workspace), **flow_args)
     _print_summary(summary, paths, time.perf_counter() - started)
@@ -82,6 +84,13 @@ def _boot_ephemeral_prefect():
     boot = threading.Thread(target=SubprocessASGIServer().start, name="prefect-boot", daemon=True)
     boot.start()
     return boot
+
+
+def _prefect_server_pid() -> int:
+    from prefect.server.api.server import SubprocessASGIServer
+
+    process = SubprocessASGIServer().server_process  # a singleton: the one _boot_ephemeral_prefect started
+    return process.pid if process is not None else -1
 
 
 def _print_summary(s: dict, paths, wall: float) -> None:
@@ -145,6 +154,11 @@ def serve(workspace: Path = Workspace,
     except ValueError:
         raise UserError(f"--cron {cron!r} is not a valid cron expression (e.g. '0 3 * * *')") from None
     servers.check_all()
+    try:
+        with hold_workspace(paths, "ganflow serve"):
+            reap_children(paths)  # what a killed earlier run left running
+    except UserError:
+        pass  # a run is active on this workspace: what it started is its own
 
     from flows.pipeline import pipeline as flow
 

@@ -136,3 +136,71 @@ def hold_workspace(paths: RunPaths, what: str):
         del _HELD[path]
         holder.unlink(missing_ok=True)
         lock.release()
+
+
+# Processes a run starts (the ephemeral Prefect server, the local Ray head's processes) are recorded by
+# process id and start time; a run that was SIGKILLed leaves them running, orphaned, and the next run on
+# the workspace ends exactly those (never by name: another workspace's Ray or Prefect must survive).
+CHILDREN = "children.json"
+
+
+def record_children(paths: RunPaths, pids: list[int]) -> None:
+    import psutil
+
+    path = paths.home / CHILDREN
+    entries = json.loads(path.read_text()) if path.exists() else []
+    for pid in pids:
+        try:
+            entries.append({"pid": pid, "started": psutil.Process(pid).create_time()})
+        except psutil.NoSuchProcess:
+            pass
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(entries))
+    tmp.replace(path)
+
+
+def reap_children(paths: RunPaths) -> int:
+    """End what an earlier run on this workspace left running (call holding the workspace lock, so that
+    run is over); a process counts only if its id and start time both match. Returns how many ended."""
+    import psutil
+
+    path = paths.home / CHILDREN
+    found = []
+    for entry in json.loads(path.read_text()) if path.exists() else []:
+        try:
+            proc = psutil.Process(entry["pid"])
+            if abs(proc.create_time() - entry["started"]) < 0.01:  # the same process, not a reused id
+                found += [*proc.children(recursive=True), proc]
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    # Ray's agents start after the head and outlive the raylet that spawned them; every process of this
+    # workspace's local Ray names its session folder, which lives in this run dir's Ray temp dir.
+    # Agents retitle themselves (`ray::DashboardAgent`): for those, their open log files name the folder.
+    session = str(paths.ray_temp)
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if proc.pid == os.getpid() or proc in found:
+            continue
+        try:
+            ours = any(session in arg for arg in cmdline) or (
+                bool(cmdline) and cmdline[0].startswith("ray::")
+                and any(f.path.startswith(session) for f in proc.open_files()))
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if ours:
+            found.append(proc)
+    for proc in found:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(found, timeout=10)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    path.unlink(missing_ok=True)
+    if found:
+        print(f"Ended {len(found)} process(es) an earlier run on this workspace left running (it was killed)")
+    return len(found)

@@ -111,8 +111,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "MLP 400x3, z 2, non-saturating + R1 0.01, TTUR Adam 1e-3/2e-3 (0.5, 0.9), batch 512, EMA 0.999, "
            "lr decay after 50%", MappingProxyType({**_POINTS_NS, **_NO_AUGMENT}), POINT_BAR,
            "at batch 256 on 100k points: ring8 8/8, HQ >= 97.0%; grid25 25/25, HQ 95.2% mean, rev-KL 0.029 mean "
-           "over 5 seeds (bench/RESULTS.md section 1); batch 512 on 10k points, grid25 seed 2: 25/25, HQ 94.1%, "
-           "rev-KL 0.016 (section 7)", ".venv/bin/python -m bench.mode_collapse --recipes best --seeds 5"),
+           "over 5 seeds (bench/RESULTS.md section 1); through the pipeline (batch 512, 10k points): ring8 8/8, "
+           "HQ 97.6-98.2%, rev-KL <= 0.004 on seeds 0-2; grid25 seed 0: 23/25, HQ 94.0%, rev-KL 0.090 (section 7)",
+           ".venv/bin/python -m bench.default_quality --only ring8 --seeds 0,1,2"),
     Recipe("points-paper", "points", None,
            "MLP 400x3, z 2, the chosen loss's paper optimiser, batch 512, EMA 0.999",
            MappingProxyType({**_POINTS_PAPER, **_NO_AUGMENT}), POINT_BAR, _UNMEASURED, "-"),

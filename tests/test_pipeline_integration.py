@@ -137,8 +137,8 @@ def test_params_yaml_edited_while_a_run_trains_changes_nothing_registered(worksp
 
     from conftest import BIN, clean_env
 
-    first = ["--set", "data.name=ring8", "--set", "data.points=2000", "--set", "train.epochs=30",
-             "--set", "train.batch_size=64", "--set", "eval.num_samples=500", "--set", "eval.every=10"]
+    first = ["--set", "data.name=ring8", "--set", "data.points=1000", "--set", "train.epochs=12",
+             "--set", "train.batch_size=64", "--set", "eval.num_samples=500", "--set", "eval.every=12"]
     proc = subprocess.Popen([str(BIN / "ganflow"), "pipeline", *first, "--workspace", str(workspace)], cwd=workspace,
                             env=clean_env(workspace / ".ganflow"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
@@ -164,7 +164,7 @@ def test_params_yaml_edited_while_a_run_trains_changes_nothing_registered(worksp
     assert "width: 8" in (workspace / "params.yaml").read_text() and "width: 8" not in original
 
     summary = json.loads((workspace / ".ganflow" / "last_pipeline.json").read_text())
-    assert summary["epochs"] == 30
+    assert summary["epochs"] == 12
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -176,7 +176,7 @@ def test_params_yaml_edited_while_a_run_trains_changes_nothing_registered(worksp
     assert mv.creation_timestamp / 1000 > edited_at  # registered after the edit...
     run = client.get_run(mv.run_id)
     assert (run.data.params["train.epochs"], run.data.params["model.width"], run.data.params["loss.name"]) == \
-        ("30", "400", "non-saturating")  # ...from the snapshot: the points recipe's width, NS loss
+        ("12", "400", "non-saturating")  # ...from the snapshot: the points recipe's width, NS loss
     identity = json.loads((workspace / ".ganflow" / "ray_results" / summary["ray_run"] / "ganflow_run.json").read_text())
     assert VersionTags.read(mv.tags).config_hash == run.data.tags["ganflow.config_hash"] == identity["training_hash"]
     G = mlflow.pyfunc.load_model(f"models:/ganflow-ring8/{summary['version']}")

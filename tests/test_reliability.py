@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -107,23 +108,39 @@ def test_a_killed_worker_resumes_from_its_checkpoint_and_ends_where_an_unbroken_
     assert _same_weights(_final_state(workspace, run), _final_state(workspace, run2))
 
 
-def test_a_killed_driver_resumes_on_rerun_and_changed_hyperparameters_are_refused(workspace):
-    proc = _start(workspace, "pipeline", *RING)
-    got = _wait_for_checkpoint(workspace, proc, 3)
-    for p in psutil.Process(proc.pid).children(recursive=True) + [psutil.Process(proc.pid)]:
+def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    out = []
+    for p in procs:
         try:
-            p.send_signal(signal.SIGKILL)  # the driver and its local Ray: nothing shuts down cleanly
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
         except psutil.NoSuchProcess:
             pass
+    return out
+
+
+def test_a_killed_driver_resumes_on_rerun_and_changed_hyperparameters_are_refused(workspace):
+    # SIGKILL: nothing can clean up. What the driver started stays running (its Ray even trains on)...
+    proc = _start(workspace, "pipeline", *RING)
+    got = _wait_for_checkpoint(workspace, proc, 3)
+    family = psutil.Process(proc.pid).children(recursive=True)
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])  # not this run's
+    proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
-    mark = _latest_checkpoint(workspace)
-    assert mark >= got
+    assert _alive(family), "SIGKILL of the driver should leave its servers running"
 
     # Other hyper-parameters while that run is unfinished: refused, naming what changed.
     refused = ganflow(workspace, "pipeline", "--set", "optim.lr_g=0.0005")  # the recipe: 0.001
     assert refused.returncode == 2, refused.stdout[-3000:] + refused.stderr[-3000:]
     assert "optim.lr_g" in refused.stderr and "--new-run" in refused.stderr
     assert "Traceback" not in refused.stderr + refused.stdout
+    # ...until the next run on the workspace ends exactly those processes (by id and start time).
+    assert "left running (it was killed)" in refused.stdout
+    assert not _alive(family), [_cmdline(p)[:3] for p in _alive(family)]
+    assert bystander.poll() is None  # never by name: other processes live on
+    bystander.kill()
+    mark = _latest_checkpoint(workspace)  # the orphaned training may have gone on until it was ended
+    assert mark >= got
 
     # The original settings: the same run goes on from its last checkpoint, and says so.
     resumed = ganflow(workspace, "pipeline", "--set", "optim.lr_g=null")

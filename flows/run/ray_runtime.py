@@ -5,7 +5,7 @@ import logging
 import os
 import threading
 
-from flows.env import RunPaths
+from flows.env import RunPaths, record_children
 
 # Forwarded to every Ray worker, also on a remote cluster where the driver's environment is absent.
 # Credentials too (an authenticated MLflow server); ganflow never prints them.
@@ -44,6 +44,9 @@ def init(paths: RunPaths) -> None:
         ctx = ray.init(_temp_dir=str(paths.ray_temp), _node_ip_address="127.0.0.1", include_dashboard=True,
                        dashboard_host="127.0.0.1", logging_level=logging.WARNING, **kwargs)
         print(f"Ray: local runtime, dashboard at http://{ctx.dashboard_url}")
+        node = ray._private.worker._global_node  # the head this process started: its processes are ours
+        record_children(paths, [info.process.pid for infos in node.all_processes.values() for info in infos
+                                if info.process is not None])
 
 
 def gpus_available() -> int:

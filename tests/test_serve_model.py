@@ -47,7 +47,7 @@ def test_mlflow_models_serve_answers_requests_and_latents(tmp_path, empty_store,
 
     from flows.registry.versions import register
 
-    paths = open_store(tmp_path / "ws", tmp_path / "home", empty_store, monkeypatch)
+    open_store(tmp_path / "ws", tmp_path / "home", empty_store, monkeypatch)
     params = ring8_params()
     client = MlflowClient()
     exp = client.create_experiment("serve", artifact_location=(tmp_path / "artifacts").as_uri())

@@ -63,7 +63,7 @@ def _run_pipeline(workspace: Path, sets: list[str] | None, **flow_args) -> None:
 
         if prefect_boot is not None:
             prefect_boot.join()
-            record_children(paths, [_prefect_server_pid()])
+            record_children(paths, _prefect_server_pids())
         started = time.perf_counter()
         summary = flow(str(paths.workspace), **flow_args)
     _print_summary(summary, paths, time.perf_counter() - started)
@@ -86,11 +86,11 @@ def _boot_ephemeral_prefect():
     return boot
 
 
-def _prefect_server_pid() -> int:
+def _prefect_server_pids() -> list[int]:
     from prefect.server.api.server import SubprocessASGIServer
 
     process = SubprocessASGIServer().server_process  # a singleton: the one _boot_ephemeral_prefect started
-    return process.pid if process is not None else -1
+    return [process.pid] if process is not None else []
 
 
 def _print_summary(s: dict, paths, wall: float) -> None:

@@ -1,6 +1,7 @@
 """Shared fixtures: a throwaway ganflow workspace (its own git repo, DVC, run dir) per test."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from bench.common import clean_env, make_workspace  # noqa: F401 - clean_env: te
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+FIXTURE = ROOT / "tests" / "fixtures" / "registered_2026_11_29"
 
 
 @pytest.fixture
@@ -71,3 +73,27 @@ def receiver():
     r = Receiver()
     yield r
     r.close()
+
+
+def registered_bundle() -> dict:
+    """The generator bundle the fixture version was registered with on 2026-11-29."""
+    from gan_core.config import ModelConfig
+    from gan_core.models import build_generator
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="dcgan", z_dim=8, width=4, conditional=True, num_classes=3)
+    G = build_generator(cfg, (1, 8, 8))
+    with torch.no_grad():
+        for p in G.parameters():
+            p.normal_(0, 0.5)
+    return {"generator": G.state_dict(), "model": cfg.model_dump(), "data_shape": [1, 8, 8]}
+
+
+@pytest.fixture
+def registered(tmp_path) -> Path:
+    """A copy of the 2026-11-29 fixture version (tests/test_registered_fixture.py) with its weights."""
+    folder = tmp_path / "registered_2026_11_29"
+    shutil.copytree(FIXTURE, folder)
+    (folder / "artifacts").mkdir(exist_ok=True)  # git keeps no empty folder
+    torch.save(registered_bundle(), folder / "artifacts" / "generator.pt")
+    return folder

@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from test_promote import empty_store, make_version, open_store, ring8_params  # noqa: F401 - a fixture
 
-FIXTURE = Path(__file__).parent / "fixtures" / "registered_2026_11_29"
 REPORT = ("import atexit, sys\n"
           "atexit.register(lambda: print('RAY_LOADED=' + ','.join(sorted(m for m in sys.modules\n"
           "    if m.split('.')[:2] in (['ray', 'train'], ['ray', 'tune']))), file=sys.stderr))\n")
@@ -28,7 +26,7 @@ def _cli(*args: str) -> str:
     return f"sys.argv = ['ganflow', *{list(args)!r}]\nfrom flows.cli import main\nmain()\n"
 
 
-def test_sample_promote_and_compare_end_without_ray_train_or_tune(tmp_path, empty_store, monkeypatch):
+def test_sample_promote_and_compare_end_without_ray_train_or_tune(tmp_path, empty_store, monkeypatch, registered):
     paths = open_store(tmp_path / "ws", tmp_path / "home", empty_store, monkeypatch)
     params = ring8_params()
     (paths.workspace / "params.yaml").parent.mkdir(parents=True, exist_ok=True)
@@ -41,7 +39,7 @@ def test_sample_promote_and_compare_end_without_ray_train_or_tune(tmp_path, empt
     stages.train_classifier(params, paths.workspace)
     ws = str(paths.workspace)
     commands = {
-        "sample": _cli("sample", "--model", str(FIXTURE), "-n", "4", "--out", str(tmp_path / "s.npy"),
+        "sample": _cli("sample", "--model", str(registered), "-n", "4", "--out", str(tmp_path / "s.npy"),
                        "--workspace", ws),
         "promote": _cli("promote", "--version", "1", "--workspace", ws),
         "compare": _cli("compare", "--out", str(tmp_path / "c.html"), "--workspace", ws),

@@ -10,7 +10,6 @@ from gan_core.models import build_generator
 from gan_core.sampling import SampleRequest, class_index, draw, slerp, truncate, walk
 from test_promote import run_cli
 
-FIXTURE = __import__("pathlib").Path(__file__).parent / "fixtures" / "registered_2026_11_29"  # 3 classes, z_dim 8
 
 
 def _conditional():
@@ -70,23 +69,23 @@ def test_bad_requests_are_refused(bad):
         SampleRequest(**{"n": 4, **bad})
 
 
-def test_cli_samples_a_class_and_refuses_bad_options_with_exit_2(tmp_path):
+def test_cli_samples_a_class_and_refuses_bad_options_with_exit_2(tmp_path, registered):
     from flows.registry.versions import load_generator
 
     out = tmp_path / "two.npy"
-    code, stdout, err = run_cli("sample", "--model", str(FIXTURE), "-n", "5", "--seed", "7", "--class", "2",
+    code, stdout, err = run_cli("sample", "--model", str(registered), "-n", "5", "--seed", "7", "--class", "2",
                                 "--truncation", "1.5", "--out", str(out), "--workspace", str(tmp_path))
     assert code == 0, err
-    G = load_generator(str(FIXTURE))
+    G = load_generator(str(registered))
     want = draw(G, SampleRequest(n=5, seed=7, label=2, truncation=1.5)).numpy()
     np.testing.assert_allclose(np.load(out), want, atol=1e-6)
     walk_png = tmp_path / "walk.png"
-    code, stdout, err = run_cli("sample", "--model", str(FIXTURE), "-n", "3", "--interpolate", "4",
+    code, stdout, err = run_cli("sample", "--model", str(registered), "-n", "3", "--interpolate", "4",
                                 "--out", str(walk_png), "--workspace", str(tmp_path))
     assert code == 0 and walk_png.stat().st_size > 0 and "wrote 9 samples" in stdout
     for args, message in [(["--class", "9"], "unknown class '9'"), (["--truncation", "0"], "must be > 0"),
                           (["--interpolate", "2", "-n", "1"], "-n must be at least 2")]:
-        code, _, err = run_cli("sample", "--model", str(FIXTURE), *args, "--out", str(out), "--workspace", str(tmp_path))
+        code, _, err = run_cli("sample", "--model", str(registered), *args, "--out", str(out), "--workspace", str(tmp_path))
         assert code == 2 and message in err and "Traceback" not in err, (args, err)
 
 

@@ -98,10 +98,9 @@ def make_version(paths, params, score: float | None, *, status: str = "FINISHED"
 
     client = MlflowClient()
     run = client.create_run(tracking.experiment_id(params, paths), tags={"ganflow.data_version": data_version})
-    tags = {"data_version": data_version, "evaluator_version": evaluator, "primary_metric": metric,
-            "config_hash": "test", "git_sha": "none", "ray_run": "none"}
-    if score is not None:
-        tags[f"eval.{metric}"] = f"{score:.6g}"  # as register_task writes it: nan/inf included
+    scores = {} if score is None else {metric: f"{score:.6g}"}  # as register_task writes it: nan/inf included
+    tags = versions.VersionTags(data_version=data_version, config_hash="test", git_sha="none", ray_run="none",
+                                evaluator_version=evaluator, primary_metric=metric, scores=scores)
     version = versions.register(run.info.run_id, params, state or tiny_state(), tags)
     if status == "FAILED":
         client.set_tag(run.info.run_id, "ganflow.failure", "diverged: NaN/Inf in loss_d at epoch 2")

@@ -45,14 +45,14 @@ def test_mlflow_models_serve_answers_requests_and_latents(tmp_path, empty_store,
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from flows.registry.versions import register
+    from flows.registry.versions import VersionTags, register
 
     open_store(tmp_path / "ws", tmp_path / "home", empty_store, monkeypatch)
     params = ring8_params()
     client = MlflowClient()
     exp = client.create_experiment("serve", artifact_location=(tmp_path / "artifacts").as_uri())
     run = client.create_run(exp)
-    version = register(run.info.run_id, params, _conditional_state(), {"data_version": "dv"},
+    version = register(run.info.run_id, params, _conditional_state(), VersionTags(data_version="dv"),
                        class_names=["north", "east", "south"])
     uri = f"models:/{params.model_name}/{version}"
 

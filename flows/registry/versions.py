@@ -76,7 +76,7 @@ class VersionTags:
         return {k: float(v) for k, v in self.scores.items()}
 
 
-def register(run_id: str, params: Params, state: dict, tags: VersionTags | dict[str, str],
+def register(run_id: str, params: Params, state: dict, tags: VersionTags,
              class_names: list[str] | None = None) -> str:
     """Log the generator to the run and register it as a new version; returns the version. A conditional
     generator's bundle keeps `class_names` (the dataset's, in class-id order)."""
@@ -101,8 +101,7 @@ def register(run_id: str, params: Params, state: dict, tags: VersionTags | dict[
         )
         # The version and its tags (scores, data version, config hash) in one create call: a crash
         # can leave an unregistered logged model, never a version without the tags the gate reads.
-        tags = tags.as_mlflow() if isinstance(tags, VersionTags) else tags
-        mv = mlflow.register_model(info.model_uri, params.model_name, tags=tags)
+        mv = mlflow.register_model(info.model_uri, params.model_name, tags=tags.as_mlflow())
     return str(mv.version)
 
 

@@ -120,11 +120,9 @@ def extendable_run(params: Params, data_version: str, paths: RunPaths) -> dict:
 
     want, epochs = key(params.training_key()), params.train.epochs
     best, best_done, finished = None, -1, []
-    for path in sorted(paths.ray_results.glob(f"{params.data.name}-*/{IDENTITY_FILE}")):
-        rec = json.loads(path.read_text())
-        if rec.get("status") != "finished" or rec.get("trial") or rec.get("data_version") != data_version:
+    for rec, done in _runs_of(paths, params.data.name, data_version):
+        if rec.get("status") != "finished":
             continue
-        done = last_checkpoint_epoch(path.parent)
         finished.append(f"{rec['name']} ({done} epochs)")
         if done is not None and best_done < done < epochs and key(rec.get("params", {})) == want:
             best, best_done = rec, done
@@ -154,13 +152,16 @@ def _read_identity(paths: RunPaths, name: str) -> dict | None:
 
 def interrupted_runs(paths: RunPaths, dataset: str, data_version: str) -> list[dict]:
     """Runs of this data that stopped before finishing (killed or failed) and hold a checkpoint."""
-    found = []
+    return [rec for rec, done in _runs_of(paths, dataset, data_version)
+            if rec.get("status", "finished") in ("running", "failed") and done is not None]
+
+
+def _runs_of(paths: RunPaths, dataset: str, data_version: str):
+    """(record, epochs its last checkpoint holds or None) of every run of this data, Tune trials aside."""
     for path in sorted(paths.ray_results.glob(f"{dataset}-*/{IDENTITY_FILE}")):
         rec = json.loads(path.read_text())
-        if (rec.get("status", "finished") in ("running", "failed") and not rec.get("trial")
-                and rec.get("data_version") == data_version and last_checkpoint_epoch(path.parent) is not None):
-            found.append(rec)
-    return found
+        if not rec.get("trial") and rec.get("data_version") == data_version:
+            yield rec, last_checkpoint_epoch(path.parent)
 
 
 def _changed_params_message(old: dict, new: RunIdentity, paths: RunPaths) -> str:

@@ -297,22 +297,52 @@ def sample(model: str = typer.Option(..., help="model URI, e.g. models:/ganflow-
 @app.command()
 def promote(model: Optional[str] = typer.Option(None, "--model", help="registered model (default: the "
                                                 "workspace's, ganflow-<data.name>)"),
-            version: str = typer.Option(..., "--version", help="the version to put through the gate"),
+            version: Optional[str] = typer.Option(None, "--version", help="the version to put through the gate"),
+            rollback: bool = typer.Option(False, "--rollback", help="return `champion` to the one before it in "
+                                          "`ganflow history` (again: the one before that), instead of --version"),
+            reason: str = typer.Option("operator rollback", "--reason", help="why (recorded with a rollback)"),
             workspace: Path = Workspace):
     """Promotion gate: VERSION gets alias `challenger`, and `champion` only if it strictly beats it.
 
     Exit 0 for every decision, promoted, kept or rejected: a rejected version (failed run, NaN/Inf or
-    missing score) is an outcome the gate records, not a CLI error. Unknown model/version: exit 2."""
+    missing score) is an outcome the gate records, not a CLI error. Unknown model/version: exit 2.
+    --rollback moves `champion` back without measuring (an operator's decision), recorded in the history."""
+    if rollback == (version is not None):
+        raise UserError("pass either --version V (put V through the gate) or --rollback")
     paths = configure(workspace)
     from flows import params as params_mod
-    from flows.registry.promote import promote as gate
+    from flows.registry import promote as gate
 
     p = params_mod.load(paths.workspace)
     servers.check_mlflow()
-    decision = gate(model or p.model_name, version, paths, p)  # prints the one-line summary
+    if os.environ.get("PREFECT_API_URL"):
+        servers.check_prefect()  # the promotion lock lives there
+    if rollback:
+        gate.rollback(model or p.model_name, paths, reason)
+        return
+    decision = gate.promote(model or p.model_name, version, paths, p)  # prints the one-line summary
     if decision.decision == "rejected":
         print(f"  (version {version} was REJECTED and not promoted; the champion is unchanged. "
               "Not an error: exit 0)")
+
+
+@app.command()
+def history(model: Optional[str] = typer.Option(None, "--model", help="registered model (default: the "
+                                                "workspace's, ganflow-<data.name>)"),
+            workspace: Path = Workspace):
+    """The model's champion changes, oldest first: when, version, from which, decision, scores, why, by whom."""
+    paths = configure(workspace)
+    from mlflow.tracking import MlflowClient
+
+    from flows import params as params_mod
+    from flows.registry import history as hist
+    from flows.registry.promote import require_model
+
+    name = model or params_mod.load(paths.workspace).model_name
+    servers.check_mlflow()
+    client = MlflowClient()
+    require_model(client, name)
+    print(hist.table(name, hist.read(client, name), client.get_registered_model(name).aliases.get("champion")))
 
 
 @app.command()

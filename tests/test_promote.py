@@ -345,6 +345,14 @@ def test_cli_promote_reports_each_decision_and_refuses_unknown_versions(workspac
     assert code == 2
     assert "model 'ganflow-digits' has no version '9'; its versions: 1" in err and "Traceback" not in err
 
+    code, out, err = run_cli("history", "--workspace", str(workspace))
+    assert code == 0 and "ganflow-digits: no champion changes recorded; champion now: none" in out, out + err
+    code, out, err = run_cli("promote", "--rollback", "--workspace", str(workspace))
+    assert code == 2 and "'ganflow-digits' has no champion: nothing to roll back" in err and "Traceback" not in err
+    for both_or_neither in (["--rollback", "--version", "1"], []):
+        code, out, err = run_cli("promote", *both_or_neither, "--workspace", str(workspace))
+        assert code == 2 and "either --version V" in err and "Traceback" not in err
+
 
 def test_judge_decides_on_its_own_measurements_and_moves_nothing():
     # The gate's decision given a measuring function (no MLflow at all); the tags only decorate the reason.
@@ -388,3 +396,53 @@ def test_the_card_keeps_only_the_latest_promotion_line():
     assert again.startswith("### m version 2\n\nscores\n\n**Promotion**") and again.count("**Promotion**") == 1
     assert again.endswith("PROMOTED -> champion (was version 1)")
     assert with_promotion(None, "x").startswith("**Promotion**")  # a version registered without a card
+
+
+def test_history_records_champion_changes_and_rollback_walks_them_back(gate):
+    from mlflow.tracking import MlflowClient
+
+    from flows.errors import UserError
+    from flows.registry import history
+    from flows.registry.promote import promote, rollback
+
+    store, p = gate
+    name = p.model_name
+    v1, v2, v3 = (make_version(store, p, 0.5, state=tiny_state(g())) for g in
+                  (_collapsed_generator, _two_mode_generator, _collapsed_generator))
+    assert [promote(name, v, store, p).decision for v in (v1, v2, v3)] == ["promoted", "promoted", "kept"]
+    changes = history.read(MlflowClient(), name)
+    assert [(c.kind, c.version, c.previous) for c in changes] == [("promoted", v1, None), ("promoted", v2, v1)]
+    assert changes[1].metric == "reverse_kl" and changes[1].score == pytest.approx(math.log(4), abs=0.05)
+    assert changes[1].previous_score == pytest.approx(math.log(8), abs=1e-6) and "@" in changes[1].by
+
+    d = rollback(name, store, "samples look wrong in production")
+    assert (d.decision, d.champion_before, d.version) == ("rollback", v2, v1)
+    assert aliases(name) == {"champion": v1, "challenger": v3}  # a rollback judges no challenger
+    t = vtags(name, v1)
+    assert t["promotion.decision"] == "rollback" and t["promotion.reason"] == "samples look wrong in production"
+    with pytest.raises(UserError, match="no earlier champion"):
+        rollback(name, store, "again")
+    table = history.table(name, history.read(MlflowClient(), name), v1)
+    assert "3 champion change(s)" in table and "rollback" in table and table.endswith(f"champion now: version {v1}")
+
+    # A promotion after a rollback stacks on what the rollback returned to; a deleted version is not returned to.
+    v4 = make_version(store, p, 0.5, state=tiny_state(_two_mode_generator()))
+    assert promote(name, v4, store, p).decision == "promoted"
+    MlflowClient().delete_model_version(name, v1)
+    with pytest.raises(UserError, match=f"no earlier champion.*deleted: {v1}"):
+        rollback(name, store, "v4 is bad")
+    assert aliases(name)["champion"] == v4
+
+
+def test_lineage_walks_back_through_promotions_and_rollbacks():
+    from flows.registry.history import Change, lineage
+
+    def c(kind, v):
+        return Change("2026-11-29T00:00:00Z", kind, v, None, None, None, None, "", "u@h")
+
+    three = [c("promoted", "1"), c("promoted", "2"), c("promoted", "3")]
+    assert lineage(three) == ["1", "2", "3"]
+    assert lineage([*three, c("rollback", "2")]) == ["1", "2"]
+    assert lineage([*three, c("rollback", "2"), c("rollback", "1")]) == ["1"]  # repeatable: walks back
+    assert lineage([*three, c("rollback", "2"), c("promoted", "4")]) == ["1", "2", "4"]
+    assert lineage([*three, c("rollback", "1")]) == ["1"]  # a rollback may skip deleted versions

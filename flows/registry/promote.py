@@ -18,20 +18,25 @@ Promoting the current champion again is harmless: "kept", "already champion", an
 moves. A failed, unloadable or NaN version is "rejected": a recorded outcome, not an error. The gate
 needs the prepared data (data/processed, data/classifier) in the workspace.
 
-Concurrency: read champion -> measure -> set alias runs under a file lock in the run directory
-(``<GANFLOW_HOME>/promote.lock``), so concurrent promotions on one machine serialise and end with
-the best version as champion. LIMITATION: with a remote MLflow server shared by several machines
-this lock is per machine; they need a shared lock (a lock file on a shared filesystem via
-GANFLOW_HOME, or a lock service) because MLflow alias moves are last-writer-wins and MLflow has no
-compare-and-set for aliases.
+Every move of ``champion`` is also one entry in the model's history (flows.registry.history):
+``ganflow history`` lists it and ``rollback`` walks it back, recording why.
+
+Concurrency: read champion -> measure -> set alias runs as one promotion at a time per model. With a
+Prefect server (PREFECT_API_URL) the promotion holds the slot of a global concurrency limit on it,
+``ganflow-promote-<model>`` (limit 1, created on first use): every machine that shares the server and
+the MLflow registry queues there, so two machines end with the better version as champion (MLflow has
+no compare-and-set for aliases). Without one, a file lock in the run directory
+(``<GANFLOW_HOME>/promote.lock``) serialises the promotions of one machine only.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import math
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -42,6 +47,7 @@ from flows import alerts
 from flows.env import RunPaths
 from flows.errors import UserError
 from flows.params import Params
+from flows.registry import history
 from flows.registry.card import with_promotion
 from flows.registry.versions import VersionTags
 
@@ -49,9 +55,10 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 LOCK_FILE = "promote.lock"
 LOCK_TIMEOUT_S = 900  # a re-evaluation of two image models under the lock can take a while
+LEASE_S = 60  # a promoter that dies frees the Prefect slot after this long (renewed while it lives)
 BAD_RUN_STATUSES = ("FAILED", "KILLED")
 
-DecisionKind = Literal["promoted", "kept", "rejected"]
+DecisionKind = Literal["promoted", "kept", "rejected", "rollback"]
 
 
 @dataclass
@@ -73,6 +80,8 @@ class Decision:
         head = f"{self.model} version {self.version}: {self.decision.upper()}"
         if self.decision == "promoted":
             return f"{head} -> champion (was {_v(self.champion_before)}); {self.reason}"
+        if self.decision == "rollback":
+            return f"{self.model}: ROLLED BACK champion {_v(self.champion_before)} -> version {self.version}; {self.reason}"
         if self.decision == "kept":
             return f"{head}, champion stays {_v(self.champion_after)}; {self.reason}"
         return f"{head} (never promoted), champion stays {_v(self.champion_after)}; {self.reason}"
@@ -100,13 +109,8 @@ def promote(model_name: str, version: str, paths: RunPaths, params: Params, echo
     # Unknown model/version fail here, before waiting for the lock; this also opens the store's
     # connection outside the lock, so concurrent promoters only queue for the decision itself.
     _model_version(client, model_name, version)
-    lock = FileLock(str(paths.home / LOCK_FILE), timeout=LOCK_TIMEOUT_S)
-    try:
-        with lock:
-            decision = _decide(client, model_name, version, paths, params)
-    except Timeout:
-        raise UserError(f"another promotion has held {lock.lock_file} for over {LOCK_TIMEOUT_S} s; "
-                        "try again when it has finished") from None
+    with serialised(paths, model_name):
+        decision = _decide(client, model_name, version, paths, params)
     if echo:
         print(decision.summary())
     if decision.decision == "rejected":  # not the ordinary "kept": something is wrong with the version
@@ -130,6 +134,99 @@ def _decide(client, name: str, version: str, paths: RunPaths, params: Params) ->
                      failure=_run_failure(client, mv.run_id), gauge=gauge)
     apply(client, decision)
     return decision
+
+
+def rollback(model_name: str, paths: RunPaths, reason: str, echo: bool = True) -> Decision:
+    """Return `champion` to the one before it in the model's history (again: the one before that),
+    skipping versions deleted since; recorded in the history and on the version with `reason`.
+    An operator's decision: nothing is measured."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    require_model(client, model_name)
+    with serialised(paths, model_name):
+        current = _champion(client, model_name)
+        if current is None:
+            raise UserError(f"model {model_name!r} has no champion: nothing to roll back")
+        current = str(current.version)
+        stack = history.lineage(history.read(client, model_name))
+        if not stack or stack[-1] != current:
+            raise UserError(f"{model_name} champion version {current} did not come through the gate's history "
+                            f"(it ends at {_v(stack[-1] if stack else None)}): move the alias by hand "
+                            "or promote a version")
+        skipped = []
+        for target in reversed(stack[:-1]):
+            if target != current and _exists(client, model_name, target):
+                break
+            skipped.append(target)
+        else:
+            raise UserError(f"{model_name}: no earlier champion to return to "
+                            f"(history: {', '.join(stack)}{'; deleted: ' + ', '.join(skipped) if skipped else ''})")
+        why = reason + (f" (skipped deleted version(s) {', '.join(s for s in skipped if s != current)})"
+                        if any(s != current for s in skipped) else "")
+        decision = Decision(model_name, target, "rollback", why, None, None, None, current, target)
+        apply(client, decision)
+    if echo:
+        print(decision.summary())
+    return decision
+
+
+def _exists(client, name: str, version: str) -> bool:
+    try:
+        client.get_model_version(name, version)
+        return True
+    except Exception:  # noqa: BLE001 - deleted (retention) or never there
+        return False
+
+
+@contextmanager
+def serialised(paths: RunPaths, model: str) -> Iterator[None]:
+    """One promotion (or rollback) at a time for `model`: across machines through the Prefect server's
+    global concurrency limit when there is a server, on this machine through a file lock otherwise."""
+    if os.environ.get("PREFECT_API_URL"):
+        with _prefect_slot(f"ganflow-promote-{model}"):
+            yield
+        return
+    lock = FileLock(str(paths.home / LOCK_FILE), timeout=LOCK_TIMEOUT_S)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise UserError(f"another promotion has held {lock.lock_file} for over {LOCK_TIMEOUT_S} s; "
+                        "try again when it has finished") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextmanager
+def _prefect_slot(name: str) -> Iterator[None]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.concurrency.sync import concurrency
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as c:
+        try:
+            c.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            try:
+                c.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+            except ObjectAlreadyExists:
+                pass  # another machine created it first
+    slot = concurrency(name, occupy=1, timeout_seconds=LOCK_TIMEOUT_S, lease_duration=LEASE_S, strict=True)
+    try:
+        slot.__enter__()
+    except TimeoutError:
+        raise UserError(f"another promotion of this model has held the Prefect concurrency limit {name!r} for "
+                        f"over {LOCK_TIMEOUT_S} s; try again when it has finished") from None
+    try:
+        yield
+    except BaseException as exc:
+        if not slot.__exit__(type(exc), exc, exc.__traceback__):
+            raise
+    else:
+        slot.__exit__(None, None, None)
 
 
 def judge(name: str, version: str, mine: VersionTags, champion: tuple[str, VersionTags] | None, *,
@@ -186,11 +283,15 @@ def _claims(mine: VersionTags, theirs: VersionTags | None, metric: str) -> str:
 
 
 def apply(client, d: Decision) -> None:
-    """Move the aliases a decision names and record it on the challenger as promotion.* tags."""
-    if d.champion_before != d.version:  # re-promoting the champion moves nothing, not even `challenger`
+    """Move the aliases a decision names, record it on its version as promotion.* tags and, when the
+    champion changed, in the model's history."""
+    # Re-promoting the champion moves nothing, not even `challenger`; a rollback judges no challenger.
+    if d.champion_before != d.version and d.decision != "rollback":
         client.set_registered_model_alias(d.model, CHALLENGER, d.version)
-    if d.decision == "promoted":
+    if d.decision in ("promoted", "rollback"):
         client.set_registered_model_alias(d.model, CHAMPION, d.version)
+        history.record(client, d.model, history.Change.now(d.decision, d.version, d.champion_before, d.reason,
+                                                           d.metric, d.challenger_score, d.champion_score))
     if not d.recorded:
         return
     tags = {
@@ -209,16 +310,23 @@ def apply(client, d: Decision) -> None:
     client.update_model_version(d.model, d.version, description=with_promotion(card, d.summary()))
 
 
-def _model_version(client, name: str, version: str):
+def require_model(client, name: str, version: str | None = None) -> None:
     from mlflow.exceptions import MlflowException
 
     try:
         client.get_registered_model(name)
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            raise UserError(f"model {name!r} is not registered in {_uri()} (so it has no version "
-                            f"{version!r}); registered models: {_names(client)}") from None
+            has = f" (so it has no version {version!r})" if version is not None else ""
+            raise UserError(f"model {name!r} is not registered in {_uri()}{has}; registered models: "
+                            f"{_names(client)}") from None
         raise UserError(f"cannot read model {name!r} from MLflow at {_uri()}: {exc.message}") from None
+
+
+def _model_version(client, name: str, version: str):
+    from mlflow.exceptions import MlflowException
+
+    require_model(client, name, version)
     try:
         return client.get_model_version(name, version)
     except MlflowException:

@@ -11,13 +11,25 @@ from scipy.spatial.distance import cdist
 from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
 
-def _sqrtm(m: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Matrix square root, plus whether scipy flagged it as unreliable (singular input)."""
+def _sqrtm(m: np.ndarray) -> tuple[np.ndarray | None, bool]:
+    """Matrix square root, plus whether scipy flagged it as unreliable (singular input). None where
+    scipy gave up (its Schur iteration raises on some degenerate inputs, e.g. saturated samples)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", linalg.LinAlgWarning)
-        root = linalg.sqrtm(m)
+        try:
+            root = linalg.sqrtm(m)
+        except (linalg.LinAlgError, ValueError):
+            return None, True
     bad = any(issubclass(w.category, linalg.LinAlgWarning) for w in caught) or not np.isfinite(root).all()
     return root, bad
+
+
+def _trace_sqrt_product(s_a: np.ndarray, s_b: np.ndarray) -> float:
+    """tr((S_a S_b)^(1/2)) = sum sqrt(eig(S_a^(1/2) S_b S_a^(1/2))): the same quantity through symmetric
+    eigendecompositions only, which never fail; the fallback where scipy's sqrtm does."""
+    w, v = np.linalg.eigh(s_a)
+    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    return float(np.sqrt(np.clip(np.linalg.eigvalsh(root_a @ s_b @ root_a), 0, None)).sum())
 
 
 def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray, eps: float = 1e-6) -> float:
@@ -39,10 +51,10 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray, eps: float = 1e-6
         offset = np.eye(s_a.shape[0]) * eps
         covmean, _ = _sqrtm((s_a + offset) @ (s_b + offset))
     # sqrtm of a product of PSD matrices is real in theory; round-off leaves tiny imaginary parts.
-    covmean = np.real(covmean)
+    tr_covmean = float(np.trace(np.real(covmean))) if covmean is not None else _trace_sqrt_product(s_a, s_b)
 
     diff = mu_a - mu_b
-    fd = float(diff @ diff + np.trace(s_a) + np.trace(s_b) - 2.0 * np.trace(covmean))
+    fd = float(diff @ diff + np.trace(s_a) + np.trace(s_b) - 2.0 * tr_covmean)
     return max(fd, 0.0)  # round-off can give -1e-12 for identical sets
 
 

@@ -278,3 +278,22 @@ def test_mode_metrics_strays_do_not_make_junk_look_balanced():
     two = np.concatenate([np.repeat(means[:2], 400, axis=0), means[2:] + 0.5 * std])
     m = mode_metrics(two, means, std)
     assert m["modes"] == 2 and m["reverse_kl"] == pytest.approx(math.log(4))
+
+
+def test_frechet_distance_survives_scipy_giving_up_on_sqrtm(monkeypatch):
+    # scipy's sqrtm raises on some degenerate inputs (seen: the samples of a generator with noised
+    # weights, "Internal error in scipy.linalg.sqrtm: -102"); the gate then could not measure at all.
+    import numpy as np
+    from scipy import linalg
+
+    from gan_core import metrics
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(400, 8)), rng.normal(size=(400, 8)) * 2 + 1
+    expected = metrics.frechet_distance(a, b)
+
+    def gives_up(m):
+        raise linalg.LinAlgError("Internal error in scipy.linalg.sqrtm: -102")
+
+    monkeypatch.setattr(metrics.linalg, "sqrtm", gives_up)
+    assert metrics.frechet_distance(a, b) == pytest.approx(expected, rel=1e-9)

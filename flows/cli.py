@@ -138,13 +138,20 @@ def recipes(workspace: Path = Workspace):
         print(f"\n{workspace / params_mod.PARAMS_FILE} resolves to: {params_mod.load(workspace).recipe}")
 
 
+OVERLAP = {"skip": "CANCEL_NEW", "queue": "ENQUEUE"}  # --on-overlap -> Prefect's collision strategy
+
+
 @app.command()
 def serve(workspace: Path = Workspace,
           cron: str = typer.Option("0 3 * * *", help="when to retrain (cron, the server's local time)"),
-          name: str = typer.Option("ganflow-retrain", help="deployment name")):
+          name: str = typer.Option("ganflow-retrain", help="deployment name"),
+          on_overlap: str = typer.Option("skip", "--on-overlap", help="a run due while the last one still runs: "
+                                         "skip (cancelled at once) or queue (starts when the last one ends)")):
     """Serve the pipeline as a scheduled Prefect deployment (retraining). Runs until Ctrl-C.
 
-    Each scheduled run is cheap when nothing changed: same data version and config hash skip training."""
+    At most one run of the deployment at a time (Prefect's deployment concurrency limit); --on-overlap
+    says what happens to a run due while one is still running. Each scheduled run is cheap when nothing
+    changed: same data version and config hash skip training."""
     paths = configure(workspace)
     from prefect import serve as prefect_serve
     from prefect.client.schemas.schedules import CronSchedule
@@ -153,6 +160,8 @@ def serve(workspace: Path = Workspace,
         CronSchedule(cron=cron)
     except ValueError:
         raise UserError(f"--cron {cron!r} is not a valid cron expression (e.g. '0 3 * * *')") from None
+    if on_overlap not in OVERLAP:
+        raise UserError(f"--on-overlap {on_overlap!r}: choose skip or queue")
     servers.check_all()
     try:
         with hold_workspace(paths, "ganflow serve"):
@@ -160,9 +169,15 @@ def serve(workspace: Path = Workspace,
     except UserError:
         pass  # a run is active on this workspace: what it started is its own
 
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig
+
     from flows.pipeline import pipeline as flow
 
-    deployment = flow.to_deployment(name=name, cron=cron, parameters={"workspace": str(paths.workspace)})
+    # One run at a time, decided by the Prefect server before a run starts (the workspace lock would
+    # otherwise fail the second run, and alert, after it started).
+    deployment = flow.to_deployment(name=name, cron=cron, parameters={"workspace": str(paths.workspace)},
+                                    concurrency_limit=ConcurrencyLimitConfig(
+                                        limit=1, collision_strategy=OVERLAP[on_overlap]))
     print(f"Serving deployment ganflow-pipeline/{name} on cron {cron!r} for {paths.workspace}; "
           f"PREFECT_API_URL={servers.redact(os.environ.get('PREFECT_API_URL', '(ephemeral, in PREFECT_HOME)'))}")
     prefect_serve(deployment)

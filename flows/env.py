@@ -67,6 +67,11 @@ def configure(workspace: Path) -> RunPaths:
         "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
         "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",  # the patch echoes each worker print twice
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        # An MLflow server that dies mid-run is noticed in ~10 s (3 retries after 1, 2, 4 s), not after
+        # MLflow's default ~4 minutes of retries (7, factor 2) and 120 s request timeout.
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
         "DVC_NO_ANALYTICS": "1",
         "DVC_SITE_CACHE_DIR": str(home / "dvc-site-cache"),
         "GIT_PYTHON_REFRESH": "quiet",

@@ -242,3 +242,65 @@ def test_pipeline_on_real_servers(workspace: Path, servers, tmp_path: Path):
     pulled = hashlib.md5((clone / "data" / "processed" / "train.pt").read_bytes()).hexdigest()
     assert pulled == manifest["md5"]["train.pt"]
     assert json.loads((clone / "data" / "processed" / "manifest.json").read_text()) == manifest
+
+    # 5. Two machines, one champion: promoters in the workspace and in the clone (own run dirs, same data)
+    # queue on the Prefect server's concurrency limit and end with the better of the two as champion.
+    _two_promoters(workspace, clone, env, {**clean_env(clone / ".ganflow"), **v}, client)
+
+
+# Registers two noised copies of version 1 (a wreck, made champion by hand, and a mildly noised one).
+_NOISED = """
+import sys, mlflow, torch
+from flows import params
+from flows.registry import versions
+c = mlflow.MlflowClient()
+p = params.load(__import__("pathlib").Path(sys.argv[1]))
+tags = versions.VersionTags.read(c.get_model_version(p.model_name, "1").tags)
+exp = mlflow.set_experiment(p.experiment).experiment_id
+torch.manual_seed(0)
+for scale in (3.0, 0.3):
+    state = versions.load_training_state(f"models:/{p.model_name}/1")
+    weights = state["ema"]["module"] if state.get("ema") else state["generator"]  # what is registered
+    for t in weights.values():
+        if t.is_floating_point() and t.numel() > 1:
+            t.add_(torch.randn_like(t) * scale * t.std())
+    print("registered", versions.register(c.create_run(exp).info.run_id, p, state, tags))
+"""
+
+
+def _two_promoters(ws_a: Path, ws_b: Path, env_a: dict, env_b: dict, client) -> None:
+    name = "ganflow-digits"
+    proc = _run([str(BIN / "python"), "-c", _NOISED, str(ws_a)], env_a, ws_a)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    wreck, mid = (ln.split()[1] for ln in proc.stdout.splitlines() if ln.startswith("registered "))
+    client.set_registered_model_alias(name, "champion", wreck)  # both challengers beat it: a race would show
+    # The slot both promoters need, held from outside for a while: neither may decide until it is released.
+    hold = ("import sys, time\nfrom pathlib import Path\nfrom flows.env import configure\n"
+            "from flows.registry.promote import serialised\n"
+            "with serialised(configure(Path(sys.argv[1])), 'ganflow-digits'):\n"
+            "    print('held', flush=True); time.sleep(float(sys.argv[2]))\n")
+    holder = subprocess.Popen([str(BIN / "python"), "-c", hold, str(ws_a), "40"], cwd=ws_a, env=env_a,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert holder.stdout.readline().strip() == "held", holder.stdout.read()
+    promoters = [subprocess.Popen([str(BIN / "ganflow"), "promote", "--version", version, "--workspace", str(ws)],
+                                  cwd=ws, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for version, ws, e in ((mid, ws_a, env_a), ("1", ws_b, env_b))]
+    time.sleep(25)  # both started and queued (imports take ~10 s)
+    assert [p.poll() for p in promoters] == [None, None]
+    assert "reeval.at" not in client.get_model_version(name, mid).tags  # nothing measured while the slot is held
+    holder.wait(timeout=120)
+    assert holder.returncode == 0, holder.stdout.read()
+    outs = [p.communicate(timeout=300)[0] for p in promoters]
+    assert [p.returncode for p in promoters] == [0, 0], outs
+    tags = {v: client.get_model_version(name, v).tags for v in (mid, "1")}
+    fd = {v: float(tags[v]["reeval.fd"]) for v in (mid, "1")}
+    best, other = sorted(fd, key=fd.get)
+    assert client.get_registered_model(name).aliases["champion"] == best, (fd, outs)
+    # Serial: the second decision saw the first one's outcome (racing, both would have seen the wreck).
+    saw = {v: tags[v]["promotion.champion_version"] for v in (mid, "1")}
+    first = next(v for v in saw if saw[v] == wreck)
+    second = mid if first == "1" else "1"
+    assert tags[first]["promotion.decision"] == "promoted" and saw[second] == first, (tags, outs)
+    changes = [json.loads(v) for k, v in sorted(client.get_registered_model(name).tags.items())
+               if k.startswith("champion.history.")]
+    assert changes[-1]["version"] == best and changes[-1]["kind"] == "promoted"

@@ -10,7 +10,8 @@ from flows.env import RunPaths, record_children
 # Forwarded to every Ray worker, also on a remote cluster where the driver's environment is absent.
 # Credentials too (an authenticated MLflow server); ganflow never prints them.
 _FORWARD = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
-            "MLFLOW_TRACKING_TOKEN", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",
+            "MLFLOW_TRACKING_TOKEN", "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+            "MLFLOW_HTTP_REQUEST_TIMEOUT", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",
             "RAY_TRAIN_ENABLE_PRINT_PATCH", "RAY_USAGE_STATS_ENABLED", "GANFLOW_HOME")
 
 # Set for every Ray worker unless the caller's environment sets them (then theirs is forwarded).

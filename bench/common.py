@@ -114,7 +114,7 @@ def make_workspace(ws: Path) -> Path:
     (ws / "data" / "raw").mkdir(parents=True)
     for name in ("params.yaml", "dvc.yaml", ".dvcignore", "data/raw/README.md"):
         shutil.copy(ROOT / name, ws / name)
-    (ws / ".gitignore").write_text("/data/processed\n/data/classifier\n.ganflow/\n")
+    (ws / ".gitignore").write_text("/data/processed\n/data/classifier\n.ganflow/\n/params.run.yaml\n")
     git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
     subprocess.run(git + ["init", "-q"], cwd=ws, check=True)
     subprocess.run(git + ["add", "-A"], cwd=ws, check=True)

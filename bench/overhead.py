@@ -86,16 +86,19 @@ def ray_fit(params, paths, workers: int, cpus: int) -> dict:
             "wall_s": time.time() - started}
 
 
+ONE_EPOCH = ("--set", "train.epochs=1", "--set", "train.num_workers=1")
+
+
 def pipeline_overhead(ws: Path, repeat: int = 1) -> dict:
     """The median of `repeat` measured runs (one run's spread on a 2-core box is +-1-2 s)."""
     # Warm: data, classifier, DVC cache, Prefect's database.
-    run_ganflow(ws, "pipeline", "--set", "train.epochs=1", "--set", "train.num_workers=1")
+    run_ganflow(ws, "pipeline", *ONE_EPOCH)
     runs = sorted((_measured_pipeline(ws) for _ in range(repeat)), key=lambda r: r["overhead_s"])
     return {**runs[len(runs) // 2], "all_overheads_s": [round(r["overhead_s"], 1) for r in runs]}
 
 
 def _measured_pipeline(ws: Path) -> dict:
-    wall = run_ganflow(ws, "pipeline", "--new-run")
+    wall = run_ganflow(ws, "pipeline", "--new-run", *ONE_EPOCH)  # --set is per run: the same values each time
     summary, history = last_pipeline(ws)
     train_compute = sum(h["epoch_time_s"] for h in history)
     stages = summary["timings_s"]

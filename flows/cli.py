@@ -22,7 +22,8 @@ stage_app = typer.Typer(help="DVC stage commands (dvc.yaml runs these).", no_arg
 app.add_typer(stage_app, name="stage")
 
 Workspace = typer.Option(Path("."), "--workspace", "-w", help="folder with params.yaml and dvc.yaml")
-Sets = typer.Option(None, "--set", "-s", help="KEY=VALUE written into params.yaml first (e.g. train.epochs=5)")
+Sets = typer.Option(None, "--set", "-s", help="KEY=VALUE for this run only, laid over params.yaml (e.g. "
+                    "train.epochs=5); params.yaml is not changed: edit it to make a change permanent")
 
 
 @app.command()
@@ -53,10 +54,10 @@ def _run_pipeline(workspace: Path, sets: list[str] | None, **flow_args) -> None:
     paths = configure(workspace)
     from flows import params
 
-    # Before anything starts or params.yaml changes: a second run on this workspace refuses at once.
+    # Before anything starts: a second run on this workspace refuses at once.
     with hold_workspace(paths, "ganflow tune" if flow_args.get("search") else "ganflow pipeline"):
         reap_children(paths)  # what a killed earlier run left running: the lock says it is over
-        params.write_overrides(paths.workspace, sets or [])
+        params.load(paths.workspace, sets)  # a bad --set value is one message before any server starts
         servers.check_all()  # before Prefect or Ray start: an unreachable server is one message
         prefect_boot = _boot_ephemeral_prefect()
         from flows.pipeline import pipeline as flow  # torch, MLflow, Ray: ~3.5 s, while Prefect boots
@@ -65,7 +66,7 @@ def _run_pipeline(workspace: Path, sets: list[str] | None, **flow_args) -> None:
             prefect_boot.join()
             record_children(paths, _prefect_server_pids())
         started = time.perf_counter()
-        summary = flow(str(paths.workspace), **flow_args)
+        summary = flow(str(paths.workspace), overrides=sets or [], **flow_args)
     _print_summary(summary, paths, time.perf_counter() - started)
 
 
@@ -189,7 +190,8 @@ def prepare(workspace: Path = Workspace,
             name: Optional[str] = typer.Option(None, help="dataset name (default: the source's name)"),
             image_size: Optional[int] = typer.Option(None, help="8, 16, 32 or 64"),
             channels: Optional[int] = typer.Option(None, help="1 (grayscale) or 3 (RGB)")):
-    """Prepare the dataset under DVC (import --source into data/raw first)."""
+    """Prepare the dataset under DVC (import --source into data/raw first). --source/--name/--image-size/
+    --channels change the workspace's data: they are written into params.yaml (unlike a run's --set)."""
     paths = configure(workspace)
     from flows import params
     from flows.data import dvc
@@ -202,7 +204,7 @@ def prepare(workspace: Path = Workspace,
     sets += [f"data.image_size={image_size}"] * (image_size is not None)
     sets += [f"data.channels={channels}"] * (channels is not None)
     params.write_overrides(paths.workspace, sets)
-    print(f"data version {dvc.repro(paths)}")
+    print(f"data version {dvc.repro(paths)[0]}")
 
 
 def _stem(source: Path) -> str:
@@ -242,24 +244,29 @@ def import_source(source: Path, workspace: Path) -> str:
     return str(dest.relative_to(workspace))
 
 
+# The params file the stage reads: the one dvc.yaml names for it (params.run.yaml; an older dvc.yaml names
+# params.yaml and passes nothing), so the data is always made from the values dvc.lock records.
+ParamsFile = typer.Option("params.yaml", "--params", help="params file in the workspace (dvc.yaml names it)")
+
+
 @stage_app.command("prepare")
-def stage_prepare(workspace: Path = Workspace):
-    """Build data/processed from params.yaml's data section."""
+def stage_prepare(workspace: Path = Workspace, params_file: str = ParamsFile):
+    """Build data/processed from the params file's data section."""
     from flows import params
     from flows.data import stages
 
     ws = workspace.resolve()
-    stages.prepare(params.load(ws), ws)
+    stages.prepare(params.load(ws, name=params_file), ws)
 
 
 @stage_app.command("classifier")
-def stage_classifier(workspace: Path = Workspace):
+def stage_classifier(workspace: Path = Workspace, params_file: str = ParamsFile):
     """Train the dataset's classifier (feature extractor for evaluation)."""
     from flows import params
     from flows.data import stages
 
     ws = workspace.resolve()
-    stages.train_classifier(params.load(ws), ws)
+    stages.train_classifier(params.load(ws, name=params_file), ws)
 
 
 @app.command()

@@ -1,4 +1,6 @@
-"""params.yaml: the one validated configuration of a ganflow workspace (DVC reads the same file)."""
+"""params.yaml: the one validated configuration of a ganflow workspace. A run's --set overrides are its own:
+they are laid over params.yaml into params.run.yaml (RUN_PARAMS_FILE), which DVC's stages read, and never
+written into params.yaml."""
 from __future__ import annotations
 
 import dataclasses
@@ -18,6 +20,10 @@ from gan_core.config import LossConfig, ModelConfig, OptimConfig, ResolvedOptim,
 from gan_core.recipes import resolve
 
 PARAMS_FILE = "params.yaml"
+# What the current (or last) run used: params.yaml with that run's --set values laid over it. dvc.yaml's
+# stages name it as their params file, so a one-off data override reaches DVC and dvc.lock records it, while
+# params.yaml, what a scheduled run retrains, stays as the user wrote it. Rewritten by every run; not committed.
+RUN_PARAMS_FILE = "params.run.yaml"
 
 
 IMAGE_DATASETS = ("digits",)
@@ -340,18 +346,25 @@ def validate(raw: dict[str, Any], where: str, n_train: int | None = None) -> Par
     return params
 
 
-def load(workspace: Path, overrides: list[str] | None = None) -> Params:
-    return read(workspace, overrides)[0]
+def load(workspace: Path, overrides: list[str] | None = None, name: str = PARAMS_FILE) -> Params:
+    return read(workspace, overrides, name)[0]
 
 
-def read(workspace: Path, overrides: list[str] | None = None) -> tuple[Params, dict[str, Any]]:
-    """One reading of params.yaml (with `overrides` laid over it): the resolved params, and the file's
-    values as written (nulls included), over which a Tune trial lays its own values."""
-    raw = read_raw(workspace / PARAMS_FILE)
+def read(workspace: Path, overrides: list[str] | None = None,
+         name: str = PARAMS_FILE) -> tuple[Params, dict[str, Any]]:
+    """One reading of params.yaml (or `name`), with `overrides` laid over it: the resolved params, and the
+    file's values as written (nulls included), over which a Tune trial lays its own values."""
+    raw = read_raw(workspace / name)
     for key, value in parse_overrides(overrides or []).items():
         apply(raw, key, value)
-    where = str(workspace / PARAMS_FILE) + (" with --set overrides" if overrides else "")
-    return validate(raw, where, training_set_size(workspace, raw)), raw
+    return resolve_raw(workspace, raw, overrides, name), raw
+
+
+def resolve_raw(workspace: Path, raw: dict[str, Any], overrides: list[str] | None = None,
+                name: str = PARAMS_FILE) -> Params:
+    """`raw`, a params file's values with `overrides` laid over them, validated and made concrete."""
+    where = str(workspace / name) + (" with --set overrides" if overrides else "")
+    return validate(raw, where, training_set_size(workspace, raw))
 
 
 def training_set_size(workspace: Path, raw: dict[str, Any]) -> int | None:
@@ -391,20 +404,39 @@ def training_set_size(workspace: Path, raw: dict[str, Any]) -> int | None:
 
 
 def write_overrides(workspace: Path, overrides: list[str]) -> Params:
-    """Write --set values into params.yaml, as `dvc exp run --set-param` does, so DVC sees them.
-
-    Round-trips with ruamel so the user's comments and order survive. Validates before writing.
-    """
-    if not overrides:
-        return load(workspace)
+    """Write --set values into params.yaml itself: a deliberate change of what the workspace trains on
+    (`ganflow prepare --source/--name`). A run's --set is one-off: see write_run_params."""
     params = load(workspace, overrides)  # refuse bad values before touching the file
+    if overrides:
+        _overlay(workspace, overrides, PARAMS_FILE)
+    return params
+
+
+def write_run_params(workspace: Path, overrides: list[str]) -> dict[str, Any]:
+    """This run's parameters, params.yaml with `overrides` laid over it, written to RUN_PARAMS_FILE for
+    DVC's stages (every run rewrites it, so a run without --set goes back to params.yaml's values). Returns
+    the values written: the run's one reading of its parameters. params.yaml is only read."""
+    load(workspace, overrides)  # refuse bad values before writing anything
+    _overlay(workspace, overrides, RUN_PARAMS_FILE,
+             header=f"# Written by ganflow for its latest run: {PARAMS_FILE} with that run's --set values laid over "
+                    f"it: {json.dumps(overrides or [])}\n# dvc.yaml's stages read it. Edit {PARAMS_FILE}, not this "
+                    "file: every run rewrites it.\n")
+    return read_raw(workspace / RUN_PARAMS_FILE)
+
+
+def _overlay(workspace: Path, overrides: list[str], dest: str, header: str = "") -> None:
+    """params.yaml with `overrides` applied, written to `dest` atomically. Round-trips with ruamel so the
+    user's comments and order survive."""
+    import io
+
     from ruamel.yaml import YAML
 
     ry = YAML()
-    path = workspace / PARAMS_FILE
-    doc = ry.load(path.read_text()) or {}
+    doc = ry.load((workspace / PARAMS_FILE).read_text()) or {}
     for key, value in parse_overrides(overrides).items():
         apply(doc, key, value)
-    with path.open("w") as fh:
-        ry.dump(doc, fh)
-    return params
+    out = io.StringIO()
+    ry.dump(doc, out)
+    tmp = workspace / f".{dest}.tmp"
+    tmp.write_text(header + out.getvalue())
+    tmp.replace(workspace / dest)  # a killed run never leaves half a file for DVC

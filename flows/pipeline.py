@@ -44,10 +44,10 @@ def _retry_unless_diverged(task, task_run, state) -> bool:
 
 
 @task(name="prepare", cache_policy=NO_CACHE)
-def prepare_task(paths: RunPaths) -> str:
-    version = dvc.repro(paths)
+def prepare_task(paths: RunPaths, overrides: list[str]) -> tuple[str, dict]:
+    version, raw = dvc.repro(paths, overrides)
     print(f"data version {version}")
-    return version
+    return version, raw
 
 
 @task(name="train", retries=1, retry_delay_seconds=2, retry_condition_fn=_retry_unless_diverged,
@@ -71,9 +71,9 @@ def train_task(paths: RunPaths, params: Params, identity: RunIdentity, seed: ver
 
 
 @task(name="tune", cache_policy=NO_CACHE)
-def tune_task(paths: RunPaths, params: Params, raw: dict, data_version: str) -> TrainOutcome:
+def tune_task(paths: RunPaths, params: Params, raw: dict, data_version: str, tags: dict[str, str]) -> TrainOutcome:
     """A Ray Tune search; returns the best trial's outcome (its MLflow child run carries on)."""
-    return run_search(params, raw, paths, data_version).best
+    return run_search(params, raw, paths, data_version, tags).best
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
@@ -191,12 +191,13 @@ def promote_task(paths: RunPaths, params: Params, version: str) -> dict:
 
 @flow(name="ganflow-pipeline", log_prints=True)
 def pipeline(workspace: str, new_run: bool = False, search: bool = False, extend: bool = False,
-             init_from: str | None = None) -> dict:
+             init_from: str | None = None, overrides: list[str] | None = None) -> dict:
+    """`overrides`: this run's --set values, laid over params.yaml for this run only (a scheduled run has none)."""
     paths = configure(Path(workspace))
     progress = {"stage": "start"}
     try:
         with hold_workspace(paths, "ganflow tune" if search else "ganflow pipeline"):
-            return _run(paths, new_run, search, extend, init_from, progress)
+            return _run(paths, new_run, search, extend, init_from, list(overrides or []), progress)
     except BaseException as exc:  # failed, or stopped (Ctrl-C / SIGTERM): whoever watches the schedule hears
         from prefect.runtime import flow_run
 
@@ -207,7 +208,7 @@ def pipeline(workspace: str, new_run: bool = False, search: bool = False, extend
 
 
 def _run(paths: RunPaths, new_run: bool, search: bool, extend: bool, init_from: str | None,
-         progress: dict[str, str]) -> dict:
+         overrides: list[str], progress: dict[str, str]) -> dict:
     timings: dict[str, float] = {}
 
     def timed(name, fn, *args):
@@ -218,21 +219,23 @@ def _run(paths: RunPaths, new_run: bool, search: bool, extend: bool, init_from: 
         return result
 
     try:
-        data_version = timed("prepare", prepare_task, paths)
-        # The run's one reading of params.yaml (after prepare: `recipe: auto` needs the data's size). Every
-        # task and Ray worker gets this snapshot; an edit to the file during the run waits for the next run.
-        params, raw = params_mod.read(paths.workspace)
+        # The run's one reading of params.yaml, with its --set values: the data stages prepare from it, and
+        # resolved after prepare (`recipe: auto` needs the data's size) every task and Ray worker gets this
+        # snapshot; an edit to the file during the run waits for the next run.
+        data_version, raw = timed("prepare", prepare_task, paths, overrides)
+        params = params_mod.resolve_raw(paths.workspace, raw, overrides)
+        tags = tracking.overrides_tags(overrides)
         if search:
-            outcome = timed("tune", tune_task, paths, params, raw, data_version)
+            outcome = timed("tune", tune_task, paths, params, raw, data_version, tags)
             identity = outcome.identity
         else:
             seed = _seed(init_from, params, paths) if init_from else None
             identity = run_identity(params, data_version, paths, new_run, guard_interrupted=True, extend=extend,
-                                    init_from=seed.label if seed else None)
+                                    init_from=seed.label if seed else None, overrides=overrides)
             cached = None if new_run else versions.version_for_run(params.model_name, identity.name)
             if cached:
                 return _unchanged(paths, params, identity, data_version, *cached, timings)
-            tracking.start_run(params, paths, identity, data_version, extra_tags=_lineage(identity, seed))
+            tracking.start_run(params, paths, identity, data_version, extra_tags={**_lineage(identity, seed), **tags})
         try:
             if not search:
                 outcome = timed("train", train_task, paths, params, identity, seed)

@@ -17,6 +17,7 @@ TINY = ["--set", "train.epochs=2", "--set", "classifier.epochs=2", "--set", "eva
 
 
 def test_pipeline_end_to_end_registers_a_loadable_generator(workspace):
+    original = (workspace / "params.yaml").read_bytes()
     proc = ganflow(workspace, "pipeline", *TINY)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "Registered ganflow-digits version 1: models:/ganflow-digits/1" in proc.stdout
@@ -27,6 +28,9 @@ def test_pipeline_end_to_end_registers_a_loadable_generator(workspace):
     # DVC versioned the data and pushed it to the local remote under the run dir.
     lock = yaml.safe_load((workspace / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"prepare", "classifier"}
+    # --set is this run's alone (issue 16): DVC saw it through params.run.yaml; params.yaml is untouched.
+    assert lock["stages"]["classifier"]["params"]["params.run.yaml"]["classifier"]["epochs"] == 2
+    assert (workspace / "params.yaml").read_bytes() == original
     manifest = json.loads((workspace / "data/processed/manifest.json").read_text())
     assert manifest["counts"] == {"train": 1259, "val": 179, "holdout": 359}
     assert any((workspace / ".ganflow" / "dvc-remote").rglob("*")), "dvc push wrote nothing"
@@ -58,6 +62,7 @@ def test_pipeline_end_to_end_registers_a_loadable_generator(workspace):
     run = client.get_run(mv.run_id)
     assert run.info.status == "FINISHED"
     assert {"ganflow.data_version", "ganflow.git_sha", "ganflow.config_hash"} <= set(run.data.tags)
+    assert json.loads(run.data.tags["ganflow.overrides"]) == TINY[1::2] and run.data.params["train.epochs"] == "2"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss_d")] == [0, 1]
     images = {a.path for a in client.list_artifacts(run.info.run_id, "images")}
     assert images == {"images/samples.png", "images/training_curves.png"}
@@ -65,7 +70,7 @@ def test_pipeline_end_to_end_registers_a_loadable_generator(workspace):
     assert pyfunc.predict(np.zeros((3, 32), dtype=np.float32)).shape == (3, 1, 8, 8)
 
     # Nothing changed (same data version and config hash): the same command skips training and says so.
-    again = ganflow(workspace, "pipeline")
+    again = ganflow(workspace, "pipeline", *TINY)
     assert again.returncode == 0, again.stderr[-4000:]
     assert "skipping training" in again.stdout + again.stderr
     assert "Unchanged: still ganflow-digits version 1" in again.stdout
@@ -73,7 +78,7 @@ def test_pipeline_end_to_end_registers_a_loadable_generator(workspace):
 
     # Without the registered version, the finished Ray run is resumed explicitly, not retrained.
     client.delete_model_version("ganflow-digits", "1")
-    third = ganflow(workspace, "pipeline")
+    third = ganflow(workspace, "pipeline", *TINY)
     assert third.returncode == 0, third.stderr[-4000:]
     assert "Resuming run" in third.stdout + third.stderr  # Prefect routes task prints to its log
     assert "Registered ganflow-digits version 2" in third.stdout
@@ -111,7 +116,7 @@ def test_point_data_with_a_recipe_and_a_diverged_run_never_registered(workspace,
     assert mlflow.pyfunc.load_model("models:/ganflow-ring8/1").predict(z_and_class).shape == (3, 2)
 
     # Absurd learning rates blow up: the run stops, is recorded FAILED with its reason, never registered.
-    bad = ganflow(workspace, "pipeline", "--set", "optim.lr_d=1e30", "--set", "optim.lr_g=1e30",
+    bad = ganflow(workspace, "pipeline", *tiny, "--set", "optim.lr_d=1e30", "--set", "optim.lr_g=1e30",
                   env={"GANFLOW_ALERT_WEBHOOK": receiver.url()})
     assert bad.returncode == 1
     assert "diverged: NaN/Inf" in bad.stderr
@@ -201,17 +206,17 @@ def test_continue_extends_a_run_bit_for_bit_and_init_from_starts_from_a_version(
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     run2 = json.loads((workspace / ".ganflow" / "last_pipeline.json").read_text())["ray_run"]
 
-    refused = ganflow(workspace, "pipeline", "--continue")  # train.epochs still 2: nothing to extend
+    refused = ganflow(workspace, "pipeline", "--continue", *tiny)  # train.epochs still 2: nothing to extend
     assert refused.returncode == 2 and "--continue: no finished run of these settings" in refused.stderr
     assert "Traceback" not in refused.stderr
 
-    more = ganflow(workspace, "pipeline", "--continue", "--set", "train.epochs=4")
+    more = ganflow(workspace, "pipeline", "--continue", *tiny, "--set", "train.epochs=4")  # the last --set wins
     assert more.returncode == 0, more.stdout[-3000:] + more.stderr[-3000:]
     assert f"Continuing run {run2} (finished after 2 epochs) to 4 epochs" in more.stdout + more.stderr
     continued = json.loads((workspace / ".ganflow" / "last_pipeline.json").read_text())
     assert continued["epochs"] == 4 and continued["version"] == "2" and continued["ray_run"] != run2
 
-    fresh = ganflow(workspace, "pipeline", "--new-run")  # params.yaml now says 4 epochs: from scratch
+    fresh = ganflow(workspace, "pipeline", "--new-run", *tiny, "--set", "train.epochs=4")  # 4 epochs from scratch
     assert fresh.returncode == 0, fresh.stdout[-3000:] + fresh.stderr[-3000:]
     scratch = json.loads((workspace / ".ganflow" / "last_pipeline.json").read_text())
     assert scratch["version"] == "3" and scratch["resumed_from_epoch"] == 0
@@ -255,7 +260,8 @@ def test_continue_extends_a_run_bit_for_bit_and_init_from_starts_from_a_version(
             assert all(torch.equal(v, stored[saved]["state"][k][n]) for n, v in slot.items() if torch.is_tensor(v))
 
     # --init-from: a new run from a registered version's states, tagged with its parent...
-    seeded = ganflow(workspace, "pipeline", "--init-from", "models:/ganflow-ring8@champion", "--set", "train.epochs=1")
+    seeded = ganflow(workspace, "pipeline", "--init-from", "models:/ganflow-ring8@champion", *tiny,
+                     "--set", "train.epochs=1")
     assert seeded.returncode == 0, seeded.stdout[-3000:] + seeded.stderr[-3000:]
     champion = MlflowClient().get_model_version_by_alias("ganflow-ring8", "champion").version
     assert f"Starting from ganflow-ring8/{champion}'s G, D and optimiser states" in seeded.stdout + seeded.stderr
@@ -263,5 +269,5 @@ def test_continue_extends_a_run_bit_for_bit_and_init_from_starts_from_a_version(
     tags = MlflowClient().get_run(summary["mlflow_run_id"]).data.tags
     assert tags["ganflow.init_from"] == f"ganflow-ring8/{champion}" and tags["ganflow.transfer"] == "no"
     # ...and another architecture is refused, naming what differs.
-    other = ganflow(workspace, "pipeline", "--init-from", "models:/ganflow-ring8/1", "--set", "model.width=16")
+    other = ganflow(workspace, "pipeline", "--init-from", "models:/ganflow-ring8/1", *tiny, "--set", "model.width=16")
     assert other.returncode == 2 and "model.width: 400 there, 16 here" in other.stderr, other.stderr[-2000:]

@@ -101,7 +101,7 @@ def test_a_killed_worker_resumes_from_its_checkpoint_and_ends_where_an_unbroken_
 
     # G, D, both optimisers, the EMA and the RNG came back exactly: an unbroken run of the same
     # settings ends with bit-identical weights.
-    again = ganflow(workspace, "pipeline", "--new-run")
+    again = ganflow(workspace, "pipeline", "--new-run", *RING)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     run2 = json.loads((workspace / ".ganflow" / "last_pipeline.json").read_text())["ray_run"]
     assert run2 != run
@@ -130,9 +130,10 @@ def test_a_killed_driver_resumes_on_rerun_and_changed_hyperparameters_are_refuse
     assert _alive(family), "SIGKILL of the driver should leave its servers running"
 
     # Other hyper-parameters while that run is unfinished: refused, naming what changed.
-    refused = ganflow(workspace, "pipeline", "--set", "optim.lr_g=0.0005")  # the recipe: 0.001
+    refused = ganflow(workspace, "pipeline", *RING, "--set", "optim.lr_g=0.0005")  # the recipe: 0.001
     assert refused.returncode == 2, refused.stdout[-3000:] + refused.stderr[-3000:]
     assert "optim.lr_g" in refused.stderr and "--new-run" in refused.stderr
+    assert "Rerun it with the --set values it ran with (--set data.name=ring8" in refused.stderr
     assert "Traceback" not in refused.stderr + refused.stdout
     # ...until the next run on the workspace ends exactly those processes (by id and start time).
     assert "left running (it was killed)" in refused.stdout
@@ -142,8 +143,8 @@ def test_a_killed_driver_resumes_on_rerun_and_changed_hyperparameters_are_refuse
     mark = _latest_checkpoint(workspace)  # the orphaned training may have gone on until it was ended
     assert mark >= got
 
-    # The original settings: the same run goes on from its last checkpoint, and says so.
-    resumed = ganflow(workspace, "pipeline", "--set", "optim.lr_g=null")
+    # The same command (its --set values are one-off): the same run goes on from its last checkpoint, and says so.
+    resumed = ganflow(workspace, "pipeline", *RING)
     out = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, out[-4000:]
     assert "Resuming run ring8-" in out and f"after epoch {mark + 1}" in out
@@ -152,7 +153,7 @@ def test_a_killed_driver_resumes_on_rerun_and_changed_hyperparameters_are_refuse
     assert len(re.findall(r"\[ganflow\] epoch (\d+)/", resumed.stdout + resumed.stderr)) == EPOCHS - mark - 1
 
     # Once nothing is left unfinished, other settings are simply a new run.
-    fresh = ganflow(workspace, "pipeline", "--set", "optim.lr_g=0.0005", "--set", "train.epochs=2")
+    fresh = ganflow(workspace, "pipeline", *RING, "--set", "optim.lr_g=0.0005", "--set", "train.epochs=2")
     assert fresh.returncode == 0, fresh.stdout[-3000:] + fresh.stderr[-3000:]
 
 

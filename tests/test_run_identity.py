@@ -32,8 +32,7 @@ def _started(paths: RunPaths, identity: RunIdentity, status: str = "running", ch
 
 
 def _params(ws: Path, *sets: str):
-    params_mod.write_overrides(ws, list(sets))
-    return params_mod.load(ws)
+    return params_mod.load(ws, list(sets))
 
 
 def test_same_settings_resume_and_other_settings_are_refused_naming_the_change(setup):
@@ -69,3 +68,22 @@ def test_a_failed_run_blocks_like_a_killed_one(setup):
     _started(paths, run_identity(_params(ws), "v1", paths), "failed")
     with pytest.raises(UserError, match="--new-run"):
         run_identity(_params(ws, "optim.lr_g=0.001"), "v1", paths, guard_interrupted=True)
+
+
+def test_a_killed_one_off_run_resumes_with_its_own_set_values_and_never_blocks_the_schedule(setup):
+    ws, paths = setup
+    sets = ["optim.lr_g=0.001", "train.epochs=7"]
+    one_off = run_identity(_params(ws, *sets), "v1", paths, guard_interrupted=True, overrides=sets)
+    _started(paths, one_off)  # killed after a checkpoint
+    assert json.loads((paths.ray_results / one_off.name / "ganflow_run.json").read_text())["overrides"] == sets
+    # The same command (the same --set values) is the same run: it resumes.
+    assert run_identity(_params(ws, *sets), "v1", paths, guard_interrupted=True, overrides=sets).name == one_off.name
+    # Another one-off is refused, saying how to resume the killed one...
+    with pytest.raises(UserError) as err:
+        run_identity(_params(ws, "optim.lr_g=0.002"), "v1", paths, guard_interrupted=True,
+                     overrides=["optim.lr_g=0.002"])
+    assert "--set optim.lr_g=0.001 --set train.epochs=7" in str(err.value) and "--new-run" in str(err.value)
+    # ...but params.yaml as written (a scheduled run) goes ahead and leaves the one-off resumable.
+    scheduled = run_identity(_params(ws), "v1", paths, guard_interrupted=True)
+    assert scheduled.name != one_off.name
+    assert json.loads((paths.ray_results / one_off.name / "ganflow_run.json").read_text())["status"] == "running"

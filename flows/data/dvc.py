@@ -1,4 +1,5 @@
-"""DVC plumbing: a workspace that DVC can run in, `dvc repro` one at a time, and the data version."""
+"""DVC plumbing: a workspace that DVC can run in, `dvc repro` one at a time on a run's parameters, and the
+data version."""
 from __future__ import annotations
 
 import os
@@ -9,6 +10,7 @@ from pathlib import Path
 import yaml
 from filelock import FileLock
 
+from flows import params as params_mod
 from flows.env import RunPaths
 from flows.errors import UserError
 
@@ -45,15 +47,38 @@ def ensure_workspace(paths: RunPaths) -> None:
         _dvc(paths, "remote", "add", "--local", "-d", "local", str(paths.dvc_remote))
 
 
-def repro(paths: RunPaths, push: bool = True) -> str:
-    """Run the data stages (a file lock queues concurrent pipelines: two `dvc repro` at once break)."""
+def repro(paths: RunPaths, overrides: list[str] | None = None, push: bool = True) -> tuple[str, dict]:
+    """Run the data stages on params.yaml with this run's `overrides` laid over it (params.run.yaml, which
+    dvc.yaml's stages read; params.yaml is never written). A file lock queues concurrent pipelines: two
+    `dvc repro` at once break. Returns the data version and the run's parameter values (its one reading)."""
+    _check_reach(paths.workspace, overrides or [])
     ensure_workspace(paths)
     with FileLock(str(paths.home / "dvc-repro.lock")):
+        raw = params_mod.write_run_params(paths.workspace, overrides or [])
         proc = _dvc(paths, "repro")
         print(proc.stdout.strip())
         if push:
             _dvc(paths, "push", "-q")
-    return data_version(paths.workspace)
+    return data_version(paths.workspace), raw
+
+
+def _check_reach(workspace: Path, overrides: list[str]) -> None:
+    """A workspace made before one-off --set reads params.yaml in its dvc.yaml: a --set of a value DVC tracks
+    there would never reach DVC, and the run would train on params.yaml's data under the override's name."""
+    spec = yaml.safe_load((workspace / "dvc.yaml").read_text()) or {}
+    tracked = set()
+    for stage in (spec.get("stages") or {}).values():
+        for entry in stage.get("params") or []:  # `key` (params.yaml) or `{file: [keys]}`
+            if isinstance(entry, str):
+                tracked.add(entry)
+            elif isinstance(entry, dict):
+                tracked.update(k for f, keys in entry.items() if f == params_mod.PARAMS_FILE for k in keys or [])
+    missed = sorted(k for k in params_mod.parse_overrides(overrides)
+                    if any(k == t or k.startswith(f"{t}.") or t.startswith(f"{k}.") for t in tracked))
+    if missed:
+        raise UserError(f"--set {', '.join(missed)}: this workspace's dvc.yaml reads those from "
+                        f"{params_mod.PARAMS_FILE}, so a one-off value would not reach DVC. Use the current "
+                        f"dvc.yaml (its stages read {params_mod.RUN_PARAMS_FILE}), or edit {params_mod.PARAMS_FILE}.")
 
 
 def data_version(workspace: Path) -> str:

@@ -1,4 +1,5 @@
-"""The DVC stages' commands (`ganflow stage prepare|classifier`): params.yaml in, files under data/ out.
+"""The DVC stages' commands (`ganflow stage prepare|classifier`): the run's params (params.run.yaml) in,
+files under data/ out.
 
 DVC runs these; they are also plain functions so tests can call them directly."""
 from __future__ import annotations

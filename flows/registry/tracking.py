@@ -73,6 +73,11 @@ def start_run(params: Params, paths: RunPaths, identity: RunIdentity, data_versi
     return run_id
 
 
+def overrides_tags(overrides: list[str]) -> dict[str, str]:
+    """A one-off run's --set values as given (its logged params hold the resolved values); none: no tag."""
+    return {"ganflow.overrides": json.dumps(overrides)[:5000]} if overrides else {}
+
+
 def log_evaluation(run_id: str, metrics: dict[str, float], images: dict[str, Path]) -> None:
     client = MlflowClient()
     for k, v in metrics.items():
@@ -121,12 +126,13 @@ def fail_run(run_id: str, reason: str) -> None:
     client.set_terminated(run_id, "FAILED")
 
 
-def start_parent_run(params: Params, paths: RunPaths, data_version: str, search: dict) -> str:
+def start_parent_run(params: Params, paths: RunPaths, data_version: str, search: dict,
+                     extra_tags: dict[str, str] | None = None) -> str:
     """The parent run of a hyper-parameter search; trials are its children."""
     client = MlflowClient()
     run = client.create_run(experiment_id(params, paths), run_name=time.strftime("tune-%Y%m%d-%H%M%S"),
                             tags={"ganflow.kind": "search", "ganflow.data_version": data_version,
-                                  "ganflow.git_sha": git_sha(paths.workspace)})
+                                  "ganflow.git_sha": git_sha(paths.workspace), **(extra_tags or {})})
     flat = _flatten({"tune": search})
     client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, v[:6000]) for k, v in flat.items()])
     return run.info.run_id

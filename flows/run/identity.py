@@ -37,6 +37,7 @@ class RunIdentity:
     continued_from: str | None = None  # the finished run whose last checkpoint this run extends (--continue)
     schedule_epochs: int | None = None  # epochs the lr schedule spans: train.epochs, or a continued run's parent's
     init_from: str | None = None  # NAME/VERSION of the registered version this run started from (--init-from)
+    overrides: list[str] = field(default_factory=list)  # the --set values it ran with: the same ones resume it
 
     @property
     def key(self) -> dict:
@@ -68,9 +69,12 @@ def resolve_model(params: Params, manifest: dict) -> ModelConfig:
 
 
 def run_identity(params: Params, data_version: str, paths: RunPaths, new_run: bool = False,
-                 guard_interrupted: bool = False, extend: bool = False, init_from: str | None = None) -> RunIdentity:
-    """The run these params + data make. With guard_interrupted (the pipeline), an interrupted run of
-    the same data with other hyper-parameters is refused rather than silently left behind. With `extend`
+                 guard_interrupted: bool = False, extend: bool = False, init_from: str | None = None,
+                 overrides: list[str] | None = None) -> RunIdentity:
+    """The run these params + data make (`overrides`, the --set values params came with, are only recorded:
+    the resolved params name the run). With guard_interrupted (the pipeline), an interrupted run of the same
+    data with other hyper-parameters is refused rather than silently left behind; an interrupted one-off run
+    (one with --set values) does not stop a run of params.yaml as written (a scheduled one). With `extend`
     (--continue), the run that carries on the finished run of these settings (extendable_run) to
     train.epochs: a run of its own, named by its parent too, whose lr schedule keeps the parent's."""
     parent = extendable_run(params, data_version, paths) if extend else None
@@ -83,7 +87,7 @@ def run_identity(params: Params, data_version: str, paths: RunPaths, new_run: bo
     horizon = (parent.get("schedule_epochs") or parent["params"]["train"]["epochs"]) if parent else params.train.epochs
     identity = RunIdentity(name, h, data_version, params=params.training_key(),
                            continued_from=parent["name"] if parent else None, schedule_epochs=horizon,
-                           init_from=init_from)
+                           init_from=init_from, overrides=list(overrides or []))
     recorded = _read_identity(paths, name)
     if recorded is not None:
         if {k: recorded.get(k) for k in identity.key} != identity.key:
@@ -91,7 +95,8 @@ def run_identity(params: Params, data_version: str, paths: RunPaths, new_run: bo
                             f"({recorded}); rerun with --new-run to start a separate run")
         identity.mlflow_run_id = recorded.get("mlflow_run_id")
     if guard_interrupted:
-        others = [r for r in interrupted_runs(paths, params.data.name, data_version) if r["name"] != name]
+        others = [r for r in interrupted_runs(paths, params.data.name, data_version) if r["name"] != name
+                  and (overrides or not r.get("overrides"))]  # a one-off stays one-off: it never blocks the schedule
         if others and not new_run:
             raise UserError(_changed_params_message(others[0], identity, paths))
         for other in others:  # the user asked for a new run: these no longer block later runs
@@ -168,8 +173,10 @@ def _changed_params_message(old: dict, new: RunIdentity, paths: RunPaths) -> str
     a, b = flatten(old.get("params", {})), flatten(new.params)
     changed = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     epoch = last_checkpoint_epoch(paths.ray_results / old["name"])
-    return (f"run {old['name']} stopped after epoch {epoch} and its hyper-parameters differ from params.yaml ("
-            + ("; ".join(changed[:8]) or "unrecorded") + "). Restore them to resume that run, "
+    sets = " ".join(f"--set {o}" for o in old.get("overrides") or [])
+    restore = f"Rerun it with the --set values it ran with ({sets})" if sets else "Restore them"
+    return (f"run {old['name']} stopped after epoch {epoch} and its hyper-parameters differ from this run's ("
+            + ("; ".join(changed[:8]) or "unrecorded") + f"). {restore} to resume that run, "
             "or pass --new-run to leave it and start a new run with these settings.")
 
 

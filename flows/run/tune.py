@@ -237,13 +237,15 @@ def _settle_trial(r, parent: str, epochs: int, pbt: bool) -> dict:
     return row
 
 
-def run_search(params: Params, base_raw: dict, paths: RunPaths, data_version: str) -> TuneOutcome:
-    """`params` resolved from `base_raw`, params.yaml as the run read it (trials lay their values over it)."""
+def run_search(params: Params, base_raw: dict, paths: RunPaths, data_version: str,
+               tags: dict[str, str] | None = None) -> TuneOutcome:
+    """`params` resolved from `base_raw`, params.yaml (with the run's --set values) as the run read it (trials
+    lay their values over it); `tags` go on the search's run and the best trial's."""
     if not params.tune.space:
         raise UserError("tune.space in params.yaml is empty: declare what to search (see README)")
     n_train = params_mod.training_set_size(paths.workspace, base_raw)
     ray_runtime.init(paths)
-    parent = tracking.start_parent_run(params, paths, data_version, params.tune.model_dump(mode="json"))
+    parent = tracking.start_parent_run(params, paths, data_version, params.tune.model_dump(mode="json"), tags)
     tuner = _tuner(params, base_raw, n_train, paths, data_version, parent)
     started = time.perf_counter()
     try:
@@ -268,6 +270,8 @@ def run_search(params: Params, base_raw: dict, paths: RunPaths, data_version: st
     identity = run_identity(trial_params(base_raw, best.config, n_train), data_version, paths)
     identity.name = state_dir.parent.name
     identity.mlflow_run_id = tracking.find_child_run(parent, identity.name)
+    for k, v in (tags or {}).items():  # the run that gets registered says what it was run with
+        tracking.MlflowClient().set_tag(identity.mlflow_run_id, k, v)
     tracking.log_trials(parent, trials, best.config, time.perf_counter() - started)
     print(f"Tune: best trial {identity.name} score {best.metrics[SELECTION]:.4f} with {best.config}")
     return TuneOutcome(TrainOutcome(identity, state, state["history"], 0, time.perf_counter() - started),

@@ -89,7 +89,7 @@ def prune(paths: RunPaths, params: Params, dry_run: bool = False) -> Pruned:
     kept_v = set(newest if policy.keep_versions is None else newest[:policy.keep_versions]) | aliased
     protected_runs = {VersionTags.read(versions[v].tags).ray_run for v in kept_v}
 
-    records = _run_records(paths)  # newest first
+    records = _run_records(paths, params.data.name)  # newest first
     kept_r = {rec["name"] for i, rec in enumerate(records)
               if (policy.keep_runs is None or i < policy.keep_runs) or rec["name"] in protected_runs
               or (not rec.get("trial") and rec.get("status", "finished") in UNFINISHED)}
@@ -208,15 +208,17 @@ def _local(uri: str | None, paths: RunPaths) -> Path | None:
     return path if path.is_relative_to(paths.home.resolve()) and path != paths.home.resolve() else None
 
 
-def _run_records(paths: RunPaths) -> list[dict]:
-    """Every training run's record (Tune trials included), newest first by when its record last changed."""
+def _run_records(paths: RunPaths, dataset: str) -> list[dict]:
+    """The training runs of this dataset (Tune trials included; another dataset's runs belong to its own
+    model's policy), newest first by when their record last changed."""
     found = []
-    for path in paths.ray_results.glob(f"*/{IDENTITY_FILE}"):
+    for path in paths.ray_results.glob(f"{dataset}-*/{IDENTITY_FILE}"):
         try:
             rec = json.loads(path.read_text())
         except (OSError, ValueError):
             continue  # not one of ours, or half written: left alone
-        if rec.get("name") == path.parent.name:
+        trained_on = rec.get("params", {}).get("data", {}).get("name", dataset)  # digits-x-... is not digits
+        if rec.get("name") == path.parent.name and trained_on == dataset:
             found.append((path.stat().st_mtime, rec))
     return [rec for _, rec in sorted(found, key=lambda t: t[0], reverse=True)]
 

@@ -73,6 +73,10 @@ def test_many_daily_runs_stay_bounded_and_the_champion_and_newest_run_survive(wo
     client.set_registered_model_alias(MODEL, "champion", "1")  # never beaten from here on
     champion_weights = {k: v.clone() for k, v in load_generator(f"models:/{MODEL}@champion").state_dict().items()}
     killed, _ = daily_run(paths, 2, status="running", register=False)  # a killed run: the same command resumes it
+    from flows.run.identity import RunIdentity, record_identity
+
+    other = RunIdentity("ring8-0000000000", "hash", "dv-1", status="finished")  # another data set's: its own policy
+    record_identity(other, paths)
     sizes, names, made = [], {}, {}
     for day in range(3, 8):  # five more days, each a version
         names[day], made[day] = daily_run(paths, day)
@@ -89,7 +93,8 @@ def test_many_daily_runs_stay_bounded_and_the_champion_and_newest_run_survive(wo
         return {str(v.version) for v in client.search_model_versions(f"name = '{MODEL}'")}
 
     assert registered() == {"1", made[6], made[7]}
-    assert sorted(p.name for p in paths.ray_results.iterdir()) == sorted([champion_run, killed, names[6], names[7]])
+    assert sorted(p.name for p in paths.ray_results.iterdir()) == sorted([champion_run, killed, names[6], names[7],
+                                                                          other.name])
     assert sorted(p.name for p in (paths.home / "runs").iterdir()) == sorted([champion_run, killed, names[6], names[7]])
     champion = load_generator(f"models:/{MODEL}@champion").state_dict()
     assert all(torch.equal(champion[k], v) for k, v in champion_weights.items())

@@ -194,16 +194,27 @@ def promote_task(paths: RunPaths, params: Params, version: str) -> dict:
 def retention_task(paths: RunPaths, params: Params) -> dict:
     """params.yaml's retention policy, the run's last step; a failure here is a warning: the version the
     run trained and registered stands."""
-    from prefect import get_run_logger
-
     try:
         pruned = retention.prune(paths, params)
     except Exception as exc:  # noqa: BLE001 - whatever it was, the run itself succeeded
-        get_run_logger().warning(f"retention failed, the run itself succeeded ({type(exc).__name__}: {exc}); "
-                                 "`ganflow prune` applies it again")
-        return {"summary": f"retention failed: {type(exc).__name__}: {exc}", "error": True}
+        reason = f"retention failed: {type(exc).__name__}: {exc}"
+        _warn(f"{reason} (the run itself succeeded; `ganflow prune` applies the policy again)")
+        return {"summary": reason, "error": True}
     print(pruned.report())
     return pruned.as_dict()
+
+
+def _warn(message: str) -> None:
+    """A warning in the flow run's log (Prefect's UI), or Python's when called outside a run."""
+    import logging
+
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        get_run_logger().warning(message)
+    except MissingContextError:
+        logging.getLogger("ganflow").warning(message)
 
 
 @flow(name="ganflow-pipeline", log_prints=True)

@@ -118,3 +118,16 @@ def test_many_daily_runs_stay_bounded_and_the_champion_and_newest_run_survive(wo
     freed = float(out.split("; freed ")[1].split(" MB")[0]) * 1e6
     assert freed >= CHECKPOINT_BYTES and before - disk(paths) >= CHECKPOINT_BYTES
     assert registered() == {"1", made[7], made[8]}
+
+
+def test_a_failing_policy_is_a_warning_never_a_failed_run(monkeypatch, capfd):
+    from flows import pipeline, retention
+
+    def broken(paths, params):
+        raise PermissionError("checkpoint folder is read-only")
+
+    monkeypatch.setattr(retention, "prune", broken)
+    result = pipeline.retention_task.fn(None, None)  # the task's body, as the flow runs it
+    assert result == {"summary": "retention failed: PermissionError: checkpoint folder is read-only", "error": True}
+    [line] = [line for line in capfd.readouterr().err.splitlines() if "retention failed" in line]
+    assert "WARNING" in line and "the run itself succeeded" in line

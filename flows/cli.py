@@ -110,6 +110,8 @@ def _print_summary(s: dict, paths, wall: float) -> None:
     print(f"  stage times (s): {s['timings_s']}; data version {s['data_version']}; {trained}")
     if s.get("promotion"):
         print(f"  promotion: {s['promotion']['decision']}: {s['promotion']['reason']}")
+    if s.get("retention"):
+        print(f"  {s['retention']['summary']}")
     print(f"  samples and curves: {s['images']}")
     uri, api = os.environ["MLFLOW_TRACKING_URI"], os.environ.get("PREFECT_API_URL", "")
     if uri.startswith(("http://", "https://")):
@@ -365,6 +367,21 @@ def history(model: Optional[str] = typer.Option(None, "--model", help="registere
     client = MlflowClient()
     require_model(client, name)
     print(hist.table(name, hist.read(client, name), client.get_registered_model(name).aliases.get("champion")))
+
+
+@app.command()
+def prune(dry_run: bool = typer.Option(False, "--dry-run", help="list what would be removed; remove nothing"),
+          workspace: Path = Workspace):
+    """Apply params.yaml's retention policy: keep the champion and challenger, the newest registered versions
+    and training runs (and unfinished ones); delete the rest. Every pipeline run ends with the same step."""
+    paths = configure(workspace)
+    from flows import params as params_mod
+    from flows.retention import prune as apply_policy
+
+    p = params_mod.load(paths.workspace)
+    servers.check_mlflow()
+    with hold_workspace(paths, "ganflow prune"):  # never judge a run while it trains
+        print(apply_policy(paths, p, dry_run=dry_run).report())
 
 
 @app.command()

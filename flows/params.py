@@ -147,6 +147,17 @@ class RegistryConfig(Strict):
     experiment: str | None = Field(None, description="MLflow experiment; default: ganflow-<data.name>")
 
 
+class RetentionConfig(Strict):
+    """What pruning keeps (flows.retention: `ganflow prune` and the last step of every pipeline run);
+    null keeps everything of that kind."""
+
+    keep_versions: int | None = Field(5, ge=1, description="registered versions kept: the newest N, plus every "
+                                      "version holding an alias (champion, challenger), which is never deleted")
+    keep_runs: int | None = Field(5, ge=1, description="training runs kept (Ray run folder with its checkpoints, "
+                                  "sample pictures, MLflow run): the newest N, plus the runs behind kept versions "
+                                  "and unfinished runs the same command would resume")
+
+
 class Params(Strict):
     """The run's parameters, resolved (see validate) and frozen: one snapshot per run, passed down."""
 
@@ -163,6 +174,7 @@ class Params(Strict):
     augment: AugmentConfig = AugmentConfig()
     tune: TuneSection = TuneSection()
     registry: RegistryConfig = RegistryConfig()
+    retention: RetentionConfig = RetentionConfig()
 
     @model_validator(mode="after")
     def _known_recipe(self):

@@ -10,7 +10,7 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows import alerts, params as params_mod
+from flows import alerts, params as params_mod, retention
 from flows.data import dvc
 from flows.registry import card, tracking, versions
 from flows.run import ray_runtime
@@ -149,18 +149,18 @@ def _write_cards(params: Params, manifest: dict, version: str, tags, metrics: di
         manifest["classes"]))
 
 
-def _unchanged(paths, params, identity, data_version, version, tags, timings) -> dict:
+def _unchanged(paths, params, identity, data_version, version, tags, timings, retained) -> dict:
     """Nothing changed since a registered version (same data version and config hash): skip."""
     print(f"Unchanged since {params.model_name} version {version} (data version {data_version}, config hash "
           f"{identity.training_hash}): skipping training, evaluation and registration. "
           "Pass --new-run to retrain anyway.")
     metrics = versions.VersionTags.read(tags).metrics()
     return _summary(paths, params, identity, data_version, version, metrics, timings, epochs=None, resumed=None,
-                    skipped=True)
+                    skipped=True, retention=retained)
 
 
 def _summary(paths, params, identity, data_version, version, metrics, timings, epochs, resumed,
-             skipped=False, promotion=None) -> dict:
+             skipped=False, promotion=None, retention=None) -> dict:
     summary = {
         "model_name": params.model_name,
         "version": version,
@@ -174,6 +174,7 @@ def _summary(paths, params, identity, data_version, version, metrics, timings, e
         "resumed_from_epoch": resumed,
         "skipped": skipped,
         "promotion": promotion,
+        "retention": retention,
         "timings_s": timings,
         "images": str(paths.home / "runs" / identity.name),
     }
@@ -187,6 +188,33 @@ def promote_task(paths: RunPaths, params: Params, version: str) -> dict:
     from flows.registry.promote import promote
 
     return promote(params.model_name, version, paths, params).as_dict()
+
+
+@task(name="retention", cache_policy=NO_CACHE)
+def retention_task(paths: RunPaths, params: Params) -> dict:
+    """params.yaml's retention policy, the run's last step; a failure here is a warning: the version the
+    run trained and registered stands."""
+    try:
+        pruned = retention.prune(paths, params)
+    except Exception as exc:  # noqa: BLE001 - whatever it was, the run itself succeeded
+        reason = f"retention failed: {type(exc).__name__}: {exc}"
+        _warn(f"{reason} (the run itself succeeded; `ganflow prune` applies the policy again)")
+        return {"summary": reason, "error": True}
+    print(pruned.report())
+    return pruned.as_dict()
+
+
+def _warn(message: str) -> None:
+    """A warning in the flow run's log (Prefect's UI), or Python's when called outside a run."""
+    import logging
+
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        get_run_logger().warning(message)
+    except MissingContextError:
+        logging.getLogger("ganflow").warning(message)
 
 
 @flow(name="ganflow-pipeline", log_prints=True)
@@ -234,7 +262,8 @@ def _run(paths: RunPaths, new_run: bool, search: bool, extend: bool, init_from: 
                                     init_from=seed.label if seed else None, overrides=overrides)
             cached = None if new_run else versions.version_for_run(params.model_name, identity.name)
             if cached:
-                return _unchanged(paths, params, identity, data_version, *cached, timings)
+                retained = timed("retention", retention_task, paths, params)
+                return _unchanged(paths, params, identity, data_version, *cached, timings, retained)
             tracking.start_run(params, paths, identity, data_version, extra_tags={**_lineage(identity, seed), **tags})
         try:
             if not search:
@@ -249,5 +278,8 @@ def _run(paths: RunPaths, new_run: bool, search: bool, extend: bool, init_from: 
         promotion = timed("promote", promote_task, paths, params, version)
     finally:
         ray_runtime.shutdown()
+    # Last, with Ray stopped: its session folder is settled, and the run just registered is the newest.
+    retained = timed("retention", retention_task, paths, params)
     return _summary(paths, params, identity, data_version, version, metrics, timings,
-                    epochs=len(outcome.history), resumed=outcome.resumed_from_epoch, promotion=promotion)
+                    epochs=len(outcome.history), resumed=outcome.resumed_from_epoch, promotion=promotion,
+                    retention=retained)

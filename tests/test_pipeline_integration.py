@@ -22,6 +22,8 @@ def test_pipeline_end_to_end_registers_a_loadable_generator(workspace):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "Registered ganflow-digits version 1: models:/ganflow-digits/1" in proc.stdout
     assert "promotion: promoted" in proc.stdout  # the first valid version becomes champion
+    retention = "retention (keep_versions=5, keep_runs=5, aliased versions always): "  # the run's last step
+    assert retention + "removed nothing" in proc.stdout
     assert "epoch 2/2" in proc.stdout + proc.stderr  # rank-0 progress reached the driver
     assert "Add type hints" not in proc.stdout + proc.stderr  # the pyfunc is typed: MLflow has nothing to ask
 
@@ -74,6 +76,7 @@ def test_pipeline_end_to_end_registers_a_loadable_generator(workspace):
     assert again.returncode == 0, again.stderr[-4000:]
     assert "skipping training" in again.stdout + again.stderr
     assert "Unchanged: still ganflow-digits version 1" in again.stdout
+    assert retention + "removed nothing" in again.stdout  # a skipped run applies the policy too
     assert len(client.search_model_versions("name='ganflow-digits'")) == 1
 
     # Without the registered version, the finished Ray run is resumed explicitly, not retrained.
@@ -82,6 +85,7 @@ def test_pipeline_end_to_end_registers_a_loadable_generator(workspace):
     assert third.returncode == 0, third.stderr[-4000:]
     assert "Resuming run" in third.stdout + third.stderr  # Prefect routes task prints to its log
     assert "Registered ganflow-digits version 2" in third.stdout
+    assert retention + "removed 1 Ray session; freed" in third.stdout  # the first run's Ray logs; its run stays
     assert json.loads((workspace / ".ganflow" / "last_pipeline.json").read_text())["ray_run"] == summary["ray_run"]
 
 

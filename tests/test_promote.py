@@ -446,3 +446,16 @@ def test_lineage_walks_back_through_promotions_and_rollbacks():
     assert lineage([*three, c("rollback", "2"), c("rollback", "1")]) == ["1"]  # repeatable: walks back
     assert lineage([*three, c("rollback", "2"), c("promoted", "4")]) == ["1", "2", "4"]
     assert lineage([*three, c("rollback", "1")]) == ["1"]  # a rollback may skip deleted versions
+
+
+def test_the_gate_refuses_the_holdout_of_another_data_set(gate):
+    # After a one-off `--set data.name=ring8` run the workspace's prepared data is ring8's, while
+    # params.yaml (what `ganflow promote` reads) may name another data set: never measure on the wrong one.
+    from flows.errors import UserError
+    from flows.registry.promote import promote
+
+    store, p = gate
+    version = make_version(store, p, 0.5)
+    other = p.model_copy(update={"data": p.data.model_copy(update={"name": "gauss8"})})
+    with pytest.raises(UserError, match="measures on the holdout of gauss8, and the prepared data in .* is ring8"):
+        promote(p.model_name, version, store, other)

@@ -391,10 +391,12 @@ class _Gauge:
         info = ws / CLASSIFIER / "classifier.json"
         if not (ws / PROCESSED / "manifest.json").exists() or not info.exists():
             raise UserError(f"the gate measures {name!r}'s versions on the workspace's holdout, and {ws} has no "
-                            "prepared data (data/processed and data/classifier): run `dvc repro` or "
-                            "`ganflow prepare` first")
+                            "prepared data (data/processed and data/classifier): run `ganflow prepare` first")
         self.client, self.name = client, name
         manifest = load_manifest(ws)
+        if manifest.get("name") != params.data.name:  # e.g. prepared by a one-off `--set data.name=...` run
+            raise UserError(f"the gate measures on the holdout of {params.data.name}, and the prepared data in {ws} "
+                            f"is {manifest.get('name')} (a run's --set left it): run `ganflow prepare` first")
         self.metric = ev.PRIMARY[manifest["kind"]]
         self.evaluator_version = json.loads(info.read_text())["evaluator_version"]
         self.data_version = _data_version(ws, manifest)

@@ -41,6 +41,10 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray, eps: float = 1e-6
         raise ValueError(f"need two (n, d) arrays with the same d, got {a.shape} and {b.shape}")
     if a.shape[0] < 2 or b.shape[0] < 2:
         raise ValueError("need at least 2 samples per set to estimate a covariance")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        # NaN features (e.g. a generator whose BatchNorm running variance went negative): no distance,
+        # shown as NaN rather than a linear-algebra error that hides which version was broken.
+        return float("nan")
     mu_a, mu_b = a.mean(0), b.mean(0)
     s_a = np.atleast_2d(np.cov(a, rowvar=False))
     s_b = np.atleast_2d(np.cov(b, rowvar=False))

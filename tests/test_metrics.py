@@ -297,3 +297,10 @@ def test_frechet_distance_survives_scipy_giving_up_on_sqrtm(monkeypatch):
 
     monkeypatch.setattr(metrics.linalg, "sqrtm", gives_up)
     assert metrics.frechet_distance(a, b) == pytest.approx(expected, rel=1e-9)
+
+
+def test_frechet_distance_of_nan_features_is_nan():
+    a = np.random.default_rng(0).normal(size=(50, 4))
+    b = a.copy()
+    b[3, 1] = np.nan
+    assert math.isnan(metrics.frechet_distance(a, b))

@@ -21,6 +21,11 @@ def prefect(ws: Path, env: dict[str, str], *args: str) -> subprocess.CompletedPr
 
 
 def test_serve_creates_a_deployment_with_the_cron(workspace):
+    from flows import params
+
+    # What the scheduled runs train: small, so the overlap below ends in a minute.
+    params.write_overrides(workspace, ["data.name=ring8", "data.points=2000", "train.epochs=2",
+                                       "eval.num_samples=300", "classifier.epochs=2"])
     env = clean_env(workspace / ".ganflow")
     env["PREFECT_HOME"] = str(workspace / ".ganflow" / "prefect")
     env["COLUMNS"] = "200"  # rich truncates table cells to the terminal's width (80 when not a tty)
@@ -55,6 +60,26 @@ def test_serve_creates_a_deployment_with_the_cron(workspace):
         assert runs.returncode == 0, runs.stdout + runs.stderr
         row = next((line for line in runs.stdout.splitlines() if run_id in line), "")
         assert "SCHEDULED" in row, runs.stdout
+
+        # Never two runs at once (--on-overlap skip): two runs due together, as a tick during a slow run,
+        # and the server cancels the second before it starts; the first trains and completes.
+        assert found["concurrency_limit"] == 1, found
+        assert found["concurrency_options"]["collision_strategy"] == "CANCEL_NEW", found
+        ids = []
+        for _ in range(2):
+            due = prefect(workspace, env, "deployment", "run", "ganflow-pipeline/ganflow-retrain")
+            assert due.returncode == 0, due.stdout + due.stderr
+            ids.append(re.search(r"UUID: ([0-9a-f-]{36})", due.stdout).group(1))
+        deadline, states = time.time() + 400, {}
+        while time.time() < deadline and server.poll() is None:
+            time.sleep(5)
+            for run in ids:
+                shown = prefect(workspace, env, "flow-run", "inspect", run, "--output", "json")
+                if shown.returncode == 0:
+                    states[run] = json.loads(shown.stdout)["state"]["type"]
+            if sorted(states.values()) == ["CANCELLED", "COMPLETED"]:
+                break
+        assert sorted(states.values()) == ["CANCELLED", "COMPLETED"], states
     finally:
         server.terminate()
         try:

@@ -63,7 +63,7 @@ def test_serve_creates_a_deployment_with_the_cron(workspace):
 
         # Never two runs at once (--on-overlap skip): two runs due together, as a tick during a slow run,
         # and the server cancels the second before it starts; the first trains and completes.
-        assert found["concurrency_limit"] == 1, found
+        assert (found["global_concurrency_limit"] or {}).get("limit") == 1, found
         assert found["concurrency_options"]["collision_strategy"] == "CANCEL_NEW", found
         ids = []
         for _ in range(2):

@@ -78,6 +78,8 @@ def configure(workspace: Path) -> RunPaths:
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
+    if Path(os.environ["PREFECT_HOME"]).resolve().is_relative_to(home):  # a PREFECT_HOME of the user's: theirs
+        _prefect_profile(Path(os.environ["PREFECT_HOME"]))
     if not os.environ.get("RAY_ADDRESS"):
         # A local Ray cluster's auth token lives in the run dir, not in ~/.ray (a cluster brings its own).
         os.environ.setdefault("RAY_AUTH_TOKEN_PATH", str(_ray_token(home)))
@@ -87,6 +89,23 @@ def configure(workspace: Path) -> RunPaths:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
     os.environ["GANFLOW_HOME"] = str(home)
     return paths
+
+
+# Each process that uses the ephemeral API (a run, `serve`, an operator's `prefect` command with this
+# PREFECT_HOME) runs its own temporary server on the one database. Prefect keeps concurrency leases in the
+# server's memory by default, so one server revoked the deployment slot another had granted (seen: both of
+# two overlapping runs cancelled). On disk in PREFECT_HOME they are shared. A profile, not only our own
+# environment, so that the operator's `prefect` commands use it too.
+LEASES = "prefect.server.concurrency.lease_storage.filesystem"
+
+
+def _prefect_profile(prefect_home: Path) -> None:
+    path = prefect_home / "profiles.toml"
+    if not path.exists():
+        prefect_home.mkdir(parents=True, exist_ok=True)
+        # Prefect's default profile (ephemeral API) plus the shared leases.
+        path.write_text('active = "ephemeral"\n\n[profiles.ephemeral]\nPREFECT_SERVER_EPHEMERAL_ENABLED = "true"\n'
+                        f'PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE = "{LEASES}"\n')
 
 
 def _ray_token(home: Path) -> Path:

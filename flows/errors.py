@@ -11,3 +11,8 @@ class TrainingFailed(RuntimeError):
 
 class TrainingDiverged(TrainingFailed):
     """NaN/Inf in training: deterministic, so retrying the same run would only diverge again."""
+
+
+class ServiceDown(UserError):
+    """A server the run needs (MLflow, Prefect) stopped answering mid-run: one message, no traceback, no
+    retry; the run's checkpoints stay, and the same command resumes it once the server is back."""

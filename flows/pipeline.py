@@ -10,7 +10,7 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows import alerts, params as params_mod, retention
+from flows import alerts, params as params_mod, retention, servers
 from flows.data import dvc
 from flows.registry import card, tracking, versions
 from flows.run import ray_runtime
@@ -20,7 +20,7 @@ from flows.evaluate import PRIMARY, evaluate, headline, meets_bar, render
 from flows.plots import training_curves
 from flows.conventions import completed
 from flows.data.load import CLASSIFIER, PROCESSED, load_manifest
-from flows.errors import TrainingDiverged, TrainingFailed
+from flows.errors import ServiceDown, TrainingDiverged, TrainingFailed, UserError
 from flows.logs import quiet_expected_tracebacks
 from flows.run.train import fit
 from flows.run.identity import (RunIdentity, TrainOutcome, check_seed, last_checkpoint_epoch, last_state, resolve_model,
@@ -33,10 +33,11 @@ quiet_expected_tracebacks()  # after Prefect set up its logging (at import)
 
 
 def _retry_unless_diverged(task, task_run, state) -> bool:
-    # A NaN/Inf is deterministic: retrying the same run only repeats it. Worker crashes are worth one.
+    # A NaN/Inf is deterministic: retrying the same run only repeats it. Worker crashes are worth one;
+    # a server that stopped answering is not (the rerun resumes once it is back).
     try:
         state.result()
-    except TrainingDiverged:
+    except (TrainingDiverged, ServiceDown):
         return False
     except Exception:
         return True
@@ -66,6 +67,10 @@ def train_task(paths: RunPaths, params: Params, identity: RunIdentity, seed: ver
     try:
         return fit(params, paths, identity, init_state=start)
     except TrainingFailed as exc:
+        down = servers.outage()  # the workers' MLflow logging failed because the server is gone?
+        if down:
+            raise ServiceDown(f"{down} while run {identity.name} trained: its checkpoints are kept, and the same "
+                              "command resumes it once the server answers again") from None
         tracking.fail_run(identity.mlflow_run_id, str(exc))
         raise
 
@@ -229,9 +234,16 @@ def pipeline(workspace: str, new_run: bool = False, search: bool = False, extend
     except BaseException as exc:  # failed, or stopped (Ctrl-C / SIGTERM): whoever watches the schedule hears
         from prefect.runtime import flow_run
 
+        down = servers.outage() if isinstance(exc, Exception) and not isinstance(exc, UserError) else None
+        if down:  # a server gone mid-run (MLflow while registering, ...): say so, not its client's traceback
+            exc = ServiceDown(f"{down} during the {progress['stage']} stage; the same command resumes the run "
+                              "once it answers again")
+
         alerts.send("run_failed" if isinstance(exc, Exception) else "run_stopped",
                     str(exc).strip().splitlines()[-1][:2000] if str(exc).strip() else type(exc).__name__,
                     workspace=str(paths.workspace), run=flow_run.name, stage=progress["stage"])
+        if down:
+            raise exc from None
         raise
 
 
@@ -271,6 +283,8 @@ def _run(paths: RunPaths, new_run: bool, search: bool, extend: bool, init_from: 
             ray_runtime.shutdown(wait=False)  # Ray's part is done: its ~2 s stop overlaps evaluation
             metrics = timed("evaluate", evaluate_task, paths, params, outcome)
             version = timed("register", register_task, paths, params, outcome, data_version, metrics)
+        except ServiceDown:
+            raise  # MLflow may be the one gone; the resumed run finishes its MLflow run
         except BaseException:
             tracking.finish_run(identity.mlflow_run_id, "FAILED")  # never leave a run "RUNNING"
             raise

@@ -60,6 +60,15 @@ def check_prefect() -> None:
            "Start `prefect server start`, fix the URL, or unset it for the ephemeral API.")
 
 
+def outage() -> str | None:
+    """Which configured server stopped answering (for a run that failed mid-way), or None."""
+    for var, what in (("MLFLOW_TRACKING_URI", "MLflow"), ("PREFECT_API_URL", "the Prefect API")):
+        url = os.environ.get(var, "")
+        if url.startswith(("http://", "https://")) and _probe(url.rstrip("/") + "/health"):
+            return f"{what} at {var}={redact(url)} stopped answering"
+    return None
+
+
 def check_all() -> None:
     check_mlflow()
     check_prefect()

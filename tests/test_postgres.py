@@ -1,11 +1,12 @@
 """MLflow on PostgreSQL, configuration only: a throwaway PostgreSQL cluster (Debian's server binaries,
 127.0.0.1, trust auth, state in a temp dir), an `mlflow server` whose backend store is that database,
-and one `ganflow pipeline` with MLFLOW_TRACKING_URI pointing at the server. Skipped where PostgreSQL's
-server binaries are not installed."""
+and one `ganflow pipeline` with MLFLOW_TRACKING_URI pointing at the server, which is killed mid-training
+and started again (the outage of issue 16). Skipped where PostgreSQL's server binaries are not installed."""
 from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -21,8 +22,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.servers]
 
 PG_BIN = next((p for p in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
                if (p / "initdb").exists()), None) if Path("/usr/lib/postgresql").exists() else None
-TINY = ["--set", "train.epochs=1", "--set", "classifier.epochs=2", "--set", "eval.num_samples=200",
-        "--set", "train.num_workers=1"]
+TINY = ["--set", "train.epochs=12", "--set", "train.checkpoint_every=1", "--set", "classifier.epochs=2",
+        "--set", "eval.num_samples=200", "--set", "train.num_workers=1"]
 
 
 def _free_port() -> int:
@@ -80,25 +81,61 @@ def postgres():
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_mlflow_server_on_postgresql_runs_the_pipeline(workspace: Path, postgres, tmp_path: Path):
+def _mlflow_server(store: str, port: int, env: dict, tmp_path: Path) -> subprocess.Popen:
+    return subprocess.Popen([str(BIN / "mlflow"), "server", "--backend-store-uri", store,
+                             "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1",
+                             "--port", str(port), "--workers", "1"],
+                            env={**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+                            stdout=open(tmp_path / "mlflow.log", "a"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(server: subprocess.Popen, signals=((signal.SIGTERM, 20), (signal.SIGKILL, 5))) -> None:
+    for sig, grace in signals:
+        try:
+            os.killpg(server.pid, sig)
+            server.wait(timeout=grace)
+            break
+        except ProcessLookupError:
+            break
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def test_mlflow_server_on_postgresql_runs_the_pipeline_and_survives_its_outage(workspace: Path, postgres,
+                                                                                 tmp_path: Path):
     db_uri, _ = postgres
     port = _free_port()
     env = clean_env(workspace / ".ganflow")
     # SQLAlchemy 2's default PostgreSQL driver is psycopg 3: name psycopg2 (what we install) explicitly.
     store = db_uri.replace("postgresql://", "postgresql+psycopg2://", 1)
-    server = subprocess.Popen([str(BIN / "mlflow"), "server", "--backend-store-uri", store,
-                               "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1",
-                               "--port", str(port), "--workers", "1"],
-                              env={**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-                              stdout=open(tmp_path / "mlflow.log", "w"), stderr=subprocess.STDOUT,
-                              start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
+    command = [str(BIN / "ganflow"), "pipeline", "--workspace", str(workspace), *TINY]
+    server = _mlflow_server(store, port, env, tmp_path)
     try:
         _wait_http(f"{uri}/health", server)
-        proc = subprocess.run([str(BIN / "ganflow"), "pipeline", "--workspace", str(workspace), *TINY], cwd=workspace,
-                              env={**env, "MLFLOW_TRACKING_URI": uri}, capture_output=True, text=True, timeout=900)
+        # The MLflow server dies mid-training: one clear message within a minute (MLflow's client retries are
+        # bounded), no version registered; the same command, once it is back, resumes from the checkpoint.
+        run = subprocess.Popen(command, cwd=workspace, env={**env, "MLFLOW_TRACKING_URI": uri}, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        out, killed = [], None
+        for line in run.stdout:
+            out.append(line)
+            if "[ganflow] epoch 2/" in line:
+                _stop(server, ((signal.SIGKILL, 5),))
+                killed = time.monotonic()
+                break
+        out.append(run.communicate(timeout=300)[0])
+        out = "".join(out)
+        assert killed is not None and run.returncode == 2 and time.monotonic() - killed < 90, out[-4000:]
+        assert f"ganflow: error: MLflow at MLFLOW_TRACKING_URI={uri} stopped answering while run digits-" in out
+        assert "the same command resumes it" in out and "Traceback" not in out.split("ganflow: error:")[1]
+        server = _mlflow_server(store, port, env, tmp_path)
+        _wait_http(f"{uri}/health", server)
+        proc = subprocess.run(command, cwd=workspace, env={**env, "MLFLOW_TRACKING_URI": uri}, capture_output=True,
+                              text=True, timeout=900)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         assert "Registered ganflow-digits version 1" in proc.stdout
+        assert re.search(r"\d+ epochs \(resumed from [1-9]\d*\)", proc.stdout), proc.stdout[-3000:]
         assert not (workspace / ".ganflow" / "mlflow.db").exists()  # nothing embedded was used
 
         # What the pipeline wrote is in PostgreSQL itself, not only behind the server.
@@ -113,12 +150,4 @@ def test_mlflow_server_on_postgresql_runs_the_pipeline(workspace: Path, postgres
         assert {k for v, k in rows if v == 1} >= {"data_version", "config_hash", "evaluator_version"}
         assert loss_points >= 1  # logged per epoch from the Ray worker, through the server
     finally:
-        for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(server.pid, sig)
-                server.wait(timeout=grace)
-                break
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        _stop(server)

@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from flows import servers
+from flows import servers, watchdog
 from flows.env import configure, hold_workspace, reap_children, record_children
 from flows.errors import TrainingFailed, UserError
 
@@ -57,6 +57,7 @@ def _run_pipeline(workspace: Path, sets: list[str] | None, **flow_args) -> None:
     # Before anything starts: a second run on this workspace refuses at once.
     with hold_workspace(paths, "ganflow tune" if flow_args.get("search") else "ganflow pipeline"):
         reap_children(paths)  # what a killed earlier run left running: the lock says it is over
+        watchdog.start(paths)  # when this process ends, however, what it started ends with it
         params.load(paths.workspace, sets)  # a bad --set value is one message before any server starts
         servers.check_all()  # before Prefect or Ray start: an unreachable server is one message
         prefect_boot = _boot_ephemeral_prefect()
@@ -171,6 +172,7 @@ def serve(workspace: Path = Workspace,
             reap_children(paths)  # what a killed earlier run left running
     except UserError:
         pass  # a run is active on this workspace: what it started is its own
+    watchdog.start(paths)  # scheduled runs are our subprocesses: they, their Ray and Prefect end with us
 
     from prefect.client.schemas.objects import ConcurrencyLimitConfig
 

@@ -143,13 +143,15 @@ def hold_workspace(paths: RunPaths, what: str):
     lock = FileLock(str(path))
     holder = paths.home / "run.lock.json"
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
         try:
-            info = json.loads(holder.read_text())
-            who = f" ({info['what']}, pid {info['pid']}, since {info['since']})"
-        except (OSError, ValueError, KeyError):
-            who = ""
+            lock.acquire(timeout=0)
+        except Timeout:
+            if _holder(holder).get("what") != WATCHDOG:
+                raise
+            lock.acquire(timeout=60)  # a finished run's watchdog, ending what that run started: seconds
+    except Timeout:
+        info = _holder(holder)
+        who = f" ({info['what']}, pid {info['pid']}, since {info['since']})" if info else ""
         raise UserError(f"another ganflow run is using workspace {paths.workspace}{who}: wait for it to finish "
                         "(one run per workspace: two would train into one run folder)") from None
     _HELD[path] = [lock, 1]
@@ -162,10 +164,20 @@ def hold_workspace(paths: RunPaths, what: str):
         lock.release()
 
 
+def _holder(path: Path) -> dict:
+    try:
+        info = json.loads(path.read_text())
+        return info if {"what", "pid", "since"} <= info.keys() else {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
 # Processes a run starts (the ephemeral Prefect server, the local Ray head's processes) are recorded by
-# process id and start time; a run that was SIGKILLed leaves them running, orphaned, and the next run on
-# the workspace ends exactly those (never by name: another workspace's Ray or Prefect must survive).
+# process id and start time. When the run ends, however it ends, its watchdog (flows/watchdog.py) ends
+# exactly those; should the watchdog be killed too, the next run on the workspace does (never by name:
+# another workspace's Ray or Prefect must survive).
 CHILDREN = "children.json"
+WATCHDOG = "ganflow watchdog"  # what the watchdog holds the workspace as
 
 
 def record_children(paths: RunPaths, pids: list[int]) -> None:
@@ -213,18 +225,26 @@ def reap_children(paths: RunPaths) -> int:
             continue
         if ours:
             found.append(proc)
-    for proc in found:
+    end(found)
+    path.unlink(missing_ok=True)
+    if found:
+        print(f"Ended {len(found)} process(es) an earlier run on this workspace left running (it was killed)")
+    return len(found)
+
+
+def end(procs: list) -> None:
+    """SIGTERM, then SIGKILL what is left after 10 s. psutil checks each is still the process it was
+    (id and start time) before signalling it."""
+    import psutil
+
+    for proc in procs:
         try:
             proc.terminate()
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(found, timeout=10)
+    _, alive = psutil.wait_procs(procs, timeout=10)
     for proc in alive:
         try:
             proc.kill()
         except psutil.NoSuchProcess:
             pass
-    path.unlink(missing_ok=True)
-    if found:
-        print(f"Ended {len(found)} process(es) an earlier run on this workspace left running (it was killed)")
-    return len(found)

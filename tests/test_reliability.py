@@ -3,11 +3,11 @@ servers. Real Ray/Prefect/MLflow/DVC through the CLI, on ring8 (fast epochs)."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from conftest import BIN, clean_env, ganflow
+from flows.env import CHILDREN, RunPaths
 
 pytestmark = pytest.mark.integration
 
@@ -119,12 +120,32 @@ def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
     return out
 
 
-def test_a_killed_driver_resumes_on_rerun_and_changed_hyperparameters_are_refused(workspace):
-    # SIGKILL: nothing can clean up. What the driver started stays running (its Ray even trains on)...
+@pytest.fixture
+def bystanders():
+    """Starts processes of the kinds a run starts that are not the run's: every one must outlive it."""
+    started: list[subprocess.Popen] = []
+
+    def start() -> list[subprocess.Popen]:
+        started.extend([subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", "prefect", "server",
+                                          "start"]),
+                        subprocess.Popen(["bash", "-c", "exec -a ray::DashboardAgent sleep 300"])])
+        return started[-2:]
+
+    yield start
+    for proc in started:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_killed_driver_resumes_on_rerun_and_changed_hyperparameters_are_refused(workspace, bystanders):
+    # SIGKILL of the driver and of its watchdog: what the driver started stays running (its Ray even trains on)...
     proc = _start(workspace, "pipeline", *RING)
     got = _wait_for_checkpoint(workspace, proc, 3)
     family = psutil.Process(proc.pid).children(recursive=True)
-    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])  # not this run's
+    for watchdog in [p for p in family if "flows.watchdog" in _cmdline(p)]:  # it would end them within seconds
+        watchdog.kill()
+        family.remove(watchdog)
+    others = bystanders()
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert _alive(family), "SIGKILL of the driver should leave its servers running"
@@ -138,8 +159,7 @@ def test_a_killed_driver_resumes_on_rerun_and_changed_hyperparameters_are_refuse
     # ...until the next run on the workspace ends exactly those processes (by id and start time).
     assert "left running (it was killed)" in refused.stdout
     assert not _alive(family), [_cmdline(p)[:3] for p in _alive(family)]
-    assert bystander.poll() is None  # never by name: other processes live on
-    bystander.kill()
+    assert all(b.poll() is None for b in others)  # never by name: other processes live on
     mark = _latest_checkpoint(workspace)  # the orphaned training may have gone on until it was ended
     assert mark >= got
 
@@ -152,9 +172,40 @@ def test_a_killed_driver_resumes_on_rerun_and_changed_hyperparameters_are_refuse
     assert "Registered ganflow-ring8 version 1" in out
     assert len(re.findall(r"\[ganflow\] epoch (\d+)/", resumed.stdout + resumed.stderr)) == EPOCHS - mark - 1
 
-    # Once nothing is left unfinished, other settings are simply a new run.
-    fresh = ganflow(workspace, "pipeline", *RING, "--set", "optim.lr_g=0.0005", "--set", "train.epochs=2")
-    assert fresh.returncode == 0, fresh.stdout[-3000:] + fresh.stderr[-3000:]
+    # Once nothing is left unfinished, other settings are simply a new run: it trains...
+    proc = _start(workspace, "pipeline", *RING, "--set", "optim.lr_g=0.0005")
+    out = []
+    for line in proc.stdout:
+        out.append(line)
+        if "[ganflow] epoch " in line:
+            break
+    assert proc.poll() is None, "".join(out)[-4000:]
+    # ...and when it is killed (SIGKILL: it cleans up nothing; on SIGTERM it stops its servers itself), its
+    # watchdog ends, within seconds, everything it started: its process tree, what it recorded and what
+    # names its Ray session folder; by id, never by name.
+    session = str(RunPaths(workspace, workspace / ".ganflow").ray_temp)
+    family = psutil.Process(proc.pid).children(recursive=True) + _recorded(workspace) + [
+        p for p in psutil.process_iter() if any(session in arg for arg in _cmdline(p))]
+    assert any("prefect" in " ".join(_cmdline(p)) for p in family) and any("raylet" in " ".join(_cmdline(p))
+                                                                            for p in family)
+    others = bystanders()
+    proc.send_signal(signal.SIGKILL)
+    threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True).start()  # orphans may hold it
+    proc.wait(timeout=60)
+    _, alive = psutil.wait_procs(family, timeout=20)  # the watchdog among them: it exits when done
+    alive = _alive(alive)
+    assert not alive, [_cmdline(p)[:3] for p in alive]
+    assert all(b.poll() is None for b in others)
+
+
+def _recorded(ws: Path) -> list[psutil.Process]:
+    out = []
+    for entry in json.loads((ws / ".ganflow" / CHILDREN).read_text()):
+        try:
+            out.append(psutil.Process(entry["pid"]))
+        except psutil.NoSuchProcess:
+            pass
+    return out
 
 
 def test_unreachable_servers_are_one_clear_message_naming_them(workspace, tmp_path):

@@ -89,14 +89,18 @@ def prune(paths: RunPaths, params: Params, dry_run: bool = False) -> Pruned:
     aliased = {str(v) for v in client.get_registered_model(params.model_name).aliases.values()} if versions else set()
     newest = sorted(versions, key=int, reverse=True)
     # The champions `promote --rollback` would return to, newest first: as many as versions are kept.
-    path = history.lineage(history.read(client, params.model_name))[::-1] if versions else []
+    path = [v for v in history.lineage(history.read(client, params.model_name))[::-1] if v in versions] \
+        if versions else []  # a deleted one is no rollback target
     keep = (lambda vs: vs) if policy.keep_versions is None else (lambda vs: vs[:policy.keep_versions])
     kept_v = set(keep(newest)) | set(keep(path)) | aliased
     protected_runs = {VersionTags.read(versions[v].tags).ray_run for v in kept_v}
 
     records = _run_records(paths, params.data.name)  # newest first
-    kept_r = {rec["name"] for i, rec in enumerate(records)
-              if (policy.keep_runs is None or i < policy.keep_runs) or rec["name"] in protected_runs
+    # A training run is one MLflow run: a Tune trial's segments (a Ray folder each) count once.
+    runs = list(dict.fromkeys(_run_of(rec) for rec in records))  # newest first
+    kept_runs = set(runs if policy.keep_runs is None else runs[:policy.keep_runs])
+    kept_r = {rec["name"] for rec in records
+              if _run_of(rec) in kept_runs or rec["name"] in protected_runs
               or (not rec.get("trial") and rec.get("status", "finished") in UNFINISHED)}
     protected_mlflow = {versions[v].run_id for v in kept_v} | {rec.get("mlflow_run_id") for rec in records
                                                                if rec["name"] in kept_r}
@@ -211,6 +215,10 @@ def _local(uri: str | None, paths: RunPaths) -> Path | None:
     if path.name == "artifacts" and path.parent.name.startswith("m-"):
         path = path.parent  # MLflow 3's logged model: models/m-<id>/artifacts
     return path if path.is_relative_to(paths.home.resolve()) and path != paths.home.resolve() else None
+
+
+def _run_of(rec: dict) -> str:
+    return rec.get("mlflow_run_id") or rec["name"]
 
 
 def _run_records(paths: RunPaths, dataset: str) -> list[dict]:

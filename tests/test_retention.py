@@ -151,3 +151,6 @@ def test_the_champions_a_rollback_returns_to_are_kept(workspace, empty_store, mo
     # The newest two, the champion, and the one before it (where `promote --rollback` goes): only 3 is deleted.
     assert {str(v.version) for v in client.search_model_versions(f"name = '{MODEL}'")} == \
         {made[0], made[1], made[3], made[4]}
+    client.delete_model_version(MODEL, made[0])  # by hand: the history still names it
+    prune(paths, params_mod.load(workspace))
+    assert {str(v.version) for v in client.search_model_versions(f"name = '{MODEL}'")} == {made[1], made[3], made[4]}

@@ -62,7 +62,8 @@ def test_serve_creates_a_deployment_with_the_cron(workspace):
         assert "SCHEDULED" in row, runs.stdout
 
         # Never two runs at once (--on-overlap skip): two runs due together, as a tick during a slow run,
-        # and the server cancels the second before it starts; the first trains and completes.
+        # and the server cancels the second before it starts while the first trains (stopping serve then
+        # ends it: its watchdog ends what it started).
         assert (found["global_concurrency_limit"] or {}).get("limit") == 1, found
         assert found["concurrency_options"]["collision_strategy"] == "CANCEL_NEW", found
         ids = []
@@ -77,9 +78,9 @@ def test_serve_creates_a_deployment_with_the_cron(workspace):
                 shown = prefect(workspace, env, "flow-run", "inspect", run, "--output", "json")
                 if shown.returncode == 0:
                     states[run] = json.loads(shown.stdout)["state"]["type"]
-            if sorted(states.values()) == ["CANCELLED", "COMPLETED"]:
+            if sorted(states.values()) in (["CANCELLED", "RUNNING"], ["CANCELLED", "COMPLETED"]):
                 break
-        assert sorted(states.values()) == ["CANCELLED", "COMPLETED"], states
+        assert sorted(states.values()) in (["CANCELLED", "RUNNING"], ["CANCELLED", "COMPLETED"]), states
     finally:
         server.terminate()
         try:

@@ -87,3 +87,16 @@ def test_a_killed_one_off_run_resumes_with_its_own_set_values_and_never_blocks_t
     scheduled = run_identity(_params(ws), "v1", paths, guard_interrupted=True)
     assert scheduled.name != one_off.name
     assert json.loads((paths.ray_results / one_off.name / "ganflow_run.json").read_text())["status"] == "running"
+
+
+def test_continue_extends_only_a_finished_run_with_fewer_epochs(setup):
+    # The refusal `ganflow pipeline --continue` prints when train.epochs is not raised (moved here from
+    # the integration test, where it cost a pipeline start).
+    ws, paths = setup
+    done = run_identity(_params(ws, "train.epochs=5"), "v1", paths, guard_interrupted=True)
+    _started(paths, done, status="finished")  # its checkpoint: 5 epochs done
+    with pytest.raises(UserError, match="--continue: no finished run of these settings .* fewer than "
+                                        r"train.epochs=5 epochs to extend \(finished runs of this data: .*5 epochs"):
+        run_identity(_params(ws, "train.epochs=5"), "v1", paths, guard_interrupted=True, extend=True)
+    more = run_identity(_params(ws, "train.epochs=8"), "v1", paths, guard_interrupted=True, extend=True)
+    assert more.continued_from == done.name and more.name != done.name

@@ -154,16 +154,13 @@ def rollback(model_name: str, paths: RunPaths, reason: str, echo: bool = True) -
             raise UserError(f"{model_name} champion version {current} did not come through the gate's history "
                             f"(it ends at {_v(stack[-1] if stack else None)}): move the alias by hand "
                             "or promote a version")
-        skipped = []
-        for target in reversed(stack[:-1]):
-            if target != current and _exists(client, model_name, target):
-                break
-            skipped.append(target)
-        else:
+        earlier = [v for v in reversed(stack[:-1]) if v != current]  # newest first
+        target = next((v for v in earlier if _exists(client, model_name, v)), None)
+        deleted = earlier[:earlier.index(target)] if target is not None else earlier
+        if target is None:
             raise UserError(f"{model_name}: no earlier champion to return to "
-                            f"(history: {', '.join(stack)}{'; deleted: ' + ', '.join(skipped) if skipped else ''})")
-        why = reason + (f" (skipped deleted version(s) {', '.join(s for s in skipped if s != current)})"
-                        if any(s != current for s in skipped) else "")
+                            f"(history: {', '.join(stack)}{'; deleted: ' + ', '.join(deleted) if deleted else ''})")
+        why = reason + (f" (skipped deleted version(s) {', '.join(deleted)})" if deleted else "")
         decision = Decision(model_name, target, "rollback", why, None, None, None, current, target)
         apply(client, decision)
     if echo:

@@ -26,9 +26,30 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture(scope="session")
+def prefect_db(tmp_path_factory) -> Path:
+    """A Prefect database migrated once per session. Migrating a fresh one costs every first run in a
+    workspace ~8 s (a user pays it once); tests start ~30 workspaces. `fresh_workspace` skips it."""
+    home = tmp_path_factory.mktemp("prefect-template")
+    env = {**clean_env(home), "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    subprocess.run([str(BIN / "prefect"), "server", "database", "upgrade", "-y"], env=env, check=True,
+                   capture_output=True, timeout=300)
+    return home / "prefect.db"
+
+
 @pytest.fixture
-def workspace(tmp_path: Path) -> Path:
+def fresh_workspace(tmp_path: Path) -> Path:
+    """A workspace as a user's first run finds it: no run dir at all."""
     return make_workspace(tmp_path / "ws")
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, prefect_db: Path) -> Path:
+    """A workspace whose run dir holds an already migrated Prefect database (as after its first run)."""
+    ws = make_workspace(tmp_path / "ws")
+    (ws / ".ganflow" / "prefect").mkdir(parents=True)
+    shutil.copy(prefect_db, ws / ".ganflow" / "prefect" / "prefect.db")
+    return ws
 
 
 def ganflow(ws: Path, *args: str, timeout: int = 900, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

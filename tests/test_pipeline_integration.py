@@ -16,7 +16,8 @@ TINY = ["--set", "train.epochs=2", "--set", "classifier.epochs=2", "--set", "eva
         "--set", "train.checkpoint_every=1", "--set", "train.num_workers=2", "--set", "train.cpus_per_worker=1"]
 
 
-def test_pipeline_end_to_end_registers_a_loadable_generator(workspace):
+def test_pipeline_end_to_end_registers_a_loadable_generator(fresh_workspace):
+    workspace = fresh_workspace  # a first run: Prefect migrates its database
     original = (workspace / "params.yaml").read_bytes()
     proc = ganflow(workspace, "pipeline", *TINY)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]

@@ -112,7 +112,8 @@ def _run(args: list[str], env: dict, cwd: Path, timeout: int = 300) -> subproces
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_pipeline_on_real_servers(workspace: Path, servers, tmp_path: Path):
+def test_pipeline_on_real_servers(fresh_workspace: Path, servers, tmp_path: Path):
+    workspace = fresh_workspace  # no run dir: what it holds afterwards is checked below
     v, ports = servers["vars"], servers["ports"]
     assert v["RAY_ADDRESS"] == f"127.0.0.1:{ports['RAY_PORT']}"
     assert v["MLFLOW_TRACKING_URI"] == f"http://127.0.0.1:{ports['MLFLOW_PORT']}"

@@ -1,4 +1,4 @@
-"""`ganflow tune`: real Ray Tune with ASHA over real TorchTrainer trials, MLflow parent/child runs."""
+"""`ganflow tune`: real Ray Tune over real TorchTrainer trials (PBT, synchronous halving), MLflow parent/child runs."""
 from __future__ import annotations
 
 import json
@@ -9,38 +9,6 @@ import pytest
 from conftest import ganflow
 
 pytestmark = pytest.mark.integration
-
-
-def test_tune_records_every_trial_and_registers_the_best(workspace):
-    proc = ganflow(workspace, "tune", "--set", "data.name=ring8", "--set", "data.points=2000",
-                   "--set", "train.epochs=3", "--set", "train.num_workers=1", "--set", "train.cpus_per_worker=1",
-                   "--set", "eval.num_samples=500",
-                   "--set", "tune.grace_period=1", "--set", "tune.scheduler=asha",
-                   # A grid of 3: two sane learning rates and one that diverges (a failed trial).
-                   "--set", "tune.space={optim.lr_d: {grid: [0.0002, 0.001, 1.0e+30]}}",
-                   "--set", "tune.num_samples=1")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "Registered ganflow-ring8 version 1" in proc.stdout
-
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    mlflow.set_tracking_uri(f"sqlite:///{workspace / '.ganflow' / 'mlflow.db'}")
-    client = MlflowClient()
-    exp = client.get_experiment_by_name("ganflow-ring8").experiment_id
-    parent = client.search_runs([exp], "tags.`ganflow.kind` = 'search'")
-    assert len(parent) == 1
-    children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent[0].info.run_id}'")
-    assert len(children) == 3
-    failed = [c for c in children if c.info.status == "FAILED"]
-    assert len(failed) == 1 and "diverged" in failed[0].data.tags["ganflow.failure"]
-    trials = json.loads(open(mlflow.artifacts.download_artifacts(
-        run_id=parent[0].info.run_id, artifact_path="trials.json")).read())
-    assert sorted(t["status"] for t in trials) == ["error", "ok", "ok"]
-    # The registered version is the best successful trial, evaluated again on the holdout.
-    mv = client.get_model_version("ganflow-ring8", "1")
-    assert mv.run_id in {c.info.run_id for c in children if c.info.status == "FINISHED"}
-    assert "eval/reverse_kl" in client.get_run(mv.run_id).data.metrics
 
 
 def test_pbt_moves_the_best_weights_into_the_weaker_trial_with_mutated_values(workspace):
@@ -54,7 +22,8 @@ def test_pbt_moves_the_best_weights_into_the_weaker_trial_with_mutated_values(wo
     (CI saw no exploit when one trial merely started late); synchronous PBT, the default, compares
     them at the same epoch."""
     # Digits: the probe's Frechet distance separates the two trials from the first epoch on.
-    proc = ganflow(workspace, "tune", "--set", "train.epochs=4", "--set", "train.num_workers=1",
+    proc = ganflow(workspace, "tune", "--set", "classifier.epochs=3", "--set", "train.epochs=4",
+                   "--set", "train.num_workers=1",
                    "--set", "train.cpus_per_worker=2", "--set", "optim.lr_decay_start=1",  # constant lr
                    "--set", "eval.num_samples=500", "--set", "eval.probe_samples=500",
                    "--set", "tune.scheduler=pbt", "--set", "tune.perturbation_interval=2",
@@ -96,16 +65,18 @@ def test_pbt_moves_the_best_weights_into_the_weaker_trial_with_mutated_values(wo
     assert all(c.info.status == "FINISHED" for c in children)
 
 
-def test_synchronous_halving_compares_every_trial_at_each_rung_before_any_goes_on(workspace):
-    """Four trials, two whose G cannot learn (lr_g 1e-9, 1e-8), rungs at epochs 1 and 2 of 3, two
-    trials training at a time. Every trial must reach a rung before any trains past it; the best half
-    goes on. ASHA (asynchronous) lets the first trials through unchallenged, which this would catch:
-    their epoch counts would not be 1, 1, 2, 3."""
-    proc = ganflow(workspace, "tune", "--set", "train.epochs=3", "--set", "train.num_workers=1",
+def test_synchronous_halving_records_every_trial_and_registers_the_best(workspace):
+    """Five trials, rungs at epochs 1 and 2 of 3, two trials training at a time: two whose G cannot learn
+    (lr_g 1e-9, 1e-8), one that diverges (a failed trial) and two sane ones. Every trial must reach a
+    rung before any trains past it; the best half of the live ones goes on. ASHA (asynchronous) lets the
+    first trials through unchallenged, which this would catch: their epoch counts would not be 1, 1, 2, 3.
+    Every trial is recorded (MLflow child runs, trials.json) and the best successful one is registered."""
+    proc = ganflow(workspace, "tune", "--set", "classifier.epochs=3", "--set", "train.epochs=3",
+                   "--set", "train.num_workers=1",
                    "--set", "train.cpus_per_worker=1",
                    "--set", "eval.num_samples=500", "--set", "eval.probe_samples=500",
                    "--set", "tune.scheduler=sha", "--set", "tune.grace_period=1", "--set", "tune.reduction_factor=2",
-                   "--set", "tune.space={optim.lr_g: {grid: [1.0e-9, 0.0005, 1.0e-8, 0.0002]}}",
+                   "--set", "tune.space={optim.lr_g: {grid: [1.0e-9, 0.0005, 1.0e+30, 1.0e-8, 0.0002]}}",
                    "--set", "tune.num_samples=1")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
@@ -119,18 +90,29 @@ def test_synchronous_halving_compares_every_trial_at_each_rung_before_any_goes_o
     mlflow.set_tracking_uri(f"sqlite:///{workspace / '.ganflow' / 'mlflow.db'}")
     client = MlflowClient()
     exp = client.get_experiment_by_name("ganflow-digits").experiment_id
-    parent = client.search_runs([exp], "tags.`ganflow.kind` = 'search'")[0]
+    parents = client.search_runs([exp], "tags.`ganflow.kind` = 'search'")
+    assert len(parents) == 1
+    parent = parents[0]
     trials = json.loads(open(mlflow.artifacts.download_artifacts(
         run_id=parent.info.run_id, artifact_path="trials.json")).read())
     epochs = {t["config"]["optim.lr_g"]: t["epochs"] for t in trials}
     assert epochs[1e-9] == epochs[1e-8] == 1, trials  # the two that cannot learn stop at the first rung
     assert sorted([epochs[0.0005], epochs[0.0002]]) == [2, 3], trials
-    assert all(t["status"] == "ok" for t in trials)
-    # Synchronous: no epoch-2 probe before the last epoch-1 probe (score is logged at 0-based steps).
+    assert sorted(t["status"] for t in trials) == ["error", "ok", "ok", "ok", "ok"], trials
     children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
-    history = [m for c in children for m in client.get_metric_history(c.info.run_id, "score")]
+    assert len(children) == 5
+    failed = [c for c in children if c.info.status == "FAILED"]
+    assert len(failed) == 1 and "diverged" in failed[0].data.tags["ganflow.failure"]
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    assert len(finished) == 4
+    # Synchronous: no epoch-2 probe before the last epoch-1 probe (score is logged at 0-based steps).
+    history = [m for c in finished for m in client.get_metric_history(c.info.run_id, "score")]
     first = max(m.timestamp for m in history if m.step == 0)
     assert all(m.timestamp > first for m in history if m.step >= 1), history
     stopped = [c for c in children if "ganflow.stopped" in c.data.tags]
     assert len(stopped) == 3
+    # The registered version is the trial that trained to the end, evaluated again on the holdout.
+    mv = client.get_model_version("ganflow-digits", "1")
+    best = [c for c in finished if c.info.run_id == mv.run_id]
+    assert best and "ganflow.stopped" not in best[0].data.tags
+    assert "eval/fd" in client.get_run(mv.run_id).data.metrics

@@ -11,6 +11,7 @@ quality, reverse KL <= 0.05;  grid25 25/25, >= 95%, reverse KL <= 0.03. Seeds 3 
 
     .venv/bin/python -m bench.default_quality --only digits --seeds 0,1,2,3,4
     .venv/bin/python -m bench.default_quality --seeds 0,1,2
+    .venv/bin/python -m bench.default_quality --only digits --set model.conditional=true   (a candidate)
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ GOALS = {  # issue 13's goals, in flows.evaluate.meets_bar's terms (shares of cl
 }
 
 
-def run(dataset: str, seed: int, root: Path) -> dict:
+def run(dataset: str, seed: int, root: Path, extra: list[str] = ()) -> dict:
     import json
 
     import numpy as np
@@ -45,7 +46,8 @@ def run(dataset: str, seed: int, root: Path) -> dict:
 
     ws = make_workspace(root / f"{dataset}-{seed}")
     started = time.time()
-    wall = run_ganflow(ws, "pipeline", "--set", f"data.name={dataset}", "--set", f"train.seed={seed}")
+    sets = [a for kv in extra for a in ("--set", kv)]  # a candidate recipe change (--set), never the default's
+    wall = run_ganflow(ws, "pipeline", "--set", f"data.name={dataset}", "--set", f"train.seed={seed}", *sets)
     summary = json.loads((ws / ".ganflow" / "last_pipeline.json").read_text())
     out = ws / "registered.npy"
     run_ganflow(ws, "sample", "--model", summary["model_uri"], "-n", "2500", "--seed", "1234", "--out", str(out))
@@ -67,6 +69,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", choices=DATASETS)
     ap.add_argument("--seeds", default="0,1,2", help="comma list of train.seed values (default 0,1,2)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="also pass --set KEY=VALUE to the pipeline (to measure a candidate recipe change)")
     args = ap.parse_args()
     t0 = time.time()
     root = Path(tempfile.mkdtemp(prefix="ganflow-quality-"))
@@ -74,7 +78,7 @@ def main() -> None:
     rows = []
     for dataset in [args.only] if args.only else DATASETS:
         for seed in seeds:
-            r = run(dataset, seed, root)
+            r = run(dataset, seed, root, args.set)
             missed = meets_bar(r["metrics"], GOALS[dataset])[1]
             print(f"{dataset} seed {seed}: {describe(r)}; {'goal met' if not missed else 'MISSED: ' + ', '.join(missed)}"
                   f" ({r['wall']:.0f} s pipeline, {r['epochs']} epochs; grid {r['grid']})", flush=True)

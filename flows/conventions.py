@@ -6,9 +6,9 @@ so a key changes only with a reader for the old name. The per-step training metr
 from __future__ import annotations
 
 # --- metric keys -----------------------------------------------------------------------------------------
-# The selection target: the last probe's primary metric on the validation split (lower is better), +inf
-# once a run diverged. Ray Tune searches on it, the checkpoint keeper keeps the best by it. Every epoch's
-# report carries it (Tune insists). Logged as "score" since the first runs.
+# The selection target: the last probe's selection metric (flows.evaluate.SELECT) on the validation split
+# (lower is better), +inf once a run diverged. Ray Tune searches on it, the checkpoint keeper keeps the
+# best by it. Every epoch's report carries it (Tune insists). Logged as "score" since the first runs.
 SELECTION = "score"
 PROBE_PREFIX = "probe_"  # per-epoch probe results: probe_fd_ratio, probe_modes, ...
 EVAL_PREFIX = "eval/"    # the final evaluation on the holdout, one MLflow metric per key: eval/fd_ratio, ...

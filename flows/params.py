@@ -85,7 +85,7 @@ class TrainConfig(Strict):
 
 class EvalConfig(Strict):
     num_samples: int = Field(2500, ge=10, description="generated samples scored (PacGAN uses 2,500)")
-    every: int = Field(1, ge=0, description="epochs between in-training probes of the primary metric; 0 = off")
+    every: int = Field(1, ge=0, description="epochs between in-training probes of the selection metric; 0 = off")
     probe_samples: int = Field(1000, ge=10, description="samples per in-training probe")
     seed: int = 1234
 

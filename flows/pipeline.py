@@ -140,9 +140,9 @@ def _lineage(identity: RunIdentity, seed: versions.Seed | None) -> dict[str, str
 
 def _write_cards(params: Params, manifest: dict, version: str, tags, metrics: dict, run_id: str) -> None:
     """The version's model card and the registered model's description (MLflow registry pages)."""
-    optim = params.resolved_optim
-    recipe_line = (f"{params.loss.name} loss, {describe(optim)}, {params.model.arch} width {params.model.width}, "
-                   f"{params.train.epochs} epochs of batch {params.train.batch_size}")
+    optim, model = params.resolved_optim, resolve_model(params, manifest)
+    recipe_line = (f"{params.loss.name} loss, {describe(optim)}, {'class-conditional ' if model.conditional else ''}"
+                   f"{model.arch} width {model.width}, {params.train.epochs} epochs of batch {params.train.batch_size}")
     client = tracking.MlflowClient()
     client.update_model_version(params.model_name, version, description=card.version_card(
         params.model_name, version, dataset=params.data.name, kind=manifest["kind"], shape=manifest["shape"],
@@ -150,7 +150,7 @@ def _write_cards(params: Params, manifest: dict, version: str, tags, metrics: di
         recipe=params.recipe, recipe_line=recipe_line, headline=headline(metrics, RECIPES[params.recipe].bar),
         run_id=run_id, ray_run=tags.ray_run, git_sha=tags.git_sha, evaluator_version=tags.evaluator_version))
     client.update_registered_model(params.model_name, description=card.model_description(
-        params.model_name, params.data.name, manifest["kind"], manifest["shape"], params.model.conditional,
+        params.model_name, params.data.name, manifest["kind"], manifest["shape"], model.conditional,
         manifest["classes"]))
 
 

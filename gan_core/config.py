@@ -34,7 +34,9 @@ class ModelConfig(Strict):
     width: int = Field(32, ge=4, le=1024, description="base channels (dcgan/resnet) or hidden units (mlp)")
     depth: int = Field(3, ge=1, le=8, description="hidden layers of the MLP pair")
     spectral_norm: bool = Field(False, description="spectral normalisation on every D layer")
-    conditional: bool = Field(False, description="class-conditional G (cond. batch norm) and D (projection)")
+    conditional: bool | Literal["auto"] = Field(
+        False, description="class-conditional G (cond. batch norm) and D (projection); auto: when the data has "
+                           ">= 2 classes (resolved before building)")
     num_classes: int | None = Field(None, ge=2, description="set from the data when conditional")
 
 

@@ -105,6 +105,26 @@ def test_mode_metrics_grid25_partial():
     assert m["reverse_kl"] == pytest.approx(math.log(5), abs=0.02)  # uniform on 5 of 25: log(25/5)
 
 
+def test_mixture_kl_sees_smear_between_modes_that_reverse_kl_misses():
+    """The checkpoint-selection metric for points: ~0 for exact samples; a missing mode and samples
+    smeared between modes both raise it, and reverse KL (left unchanged) is blind to the smear."""
+    means, std = toy_modes("grid25")
+    x, mode = sample_toy("grid25", 20_000, seed=4)
+    x, mode = x.numpy(), mode.numpy()
+    exact = mode_metrics(x, means, std)
+    assert 0 <= exact["mixture_kl"] < 0.005
+    rng = np.random.default_rng(0)
+    smear = x.copy()
+    between = rng.random(len(x)) < 0.06  # 6% of samples pulled halfway to a neighbouring mode
+    smear[between] += np.array([1.0, 0.0]) * rng.choice([-1, 1], between.sum())[:, None] * np.ptp(means[:, 0]) / 8
+    smeared = mode_metrics(smear, means, std)
+    assert smeared["high_quality"] < exact["high_quality"] - 0.04
+    assert abs(smeared["reverse_kl"] - exact["reverse_kl"]) < 0.005  # reverse KL cannot tell them apart
+    assert smeared["mixture_kl"] > exact["mixture_kl"] + 0.05
+    missing = mode_metrics(x[mode != 0], means, std)  # 24 of 25 modes, evenly
+    assert missing["mixture_kl"] == pytest.approx(math.log(25 / 24), abs=0.01)
+
+
 # --- feature-space metrics --------------------------------------------------------------------
 
 

@@ -69,8 +69,12 @@ def test_pipeline_end_to_end_registers_a_loadable_generator(fresh_workspace):
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss_d")] == [0, 1]
     images = {a.path for a in client.list_artifacts(run.info.run_id, "images")}
     assert images == {"images/samples.png", "images/training_curves.png"}
+    # Labelled images train class-conditional by default (the recipe's model.conditional: auto): raw
+    # latents carry the class id in a last column.
+    assert "Class-conditional" in client.get_registered_model("ganflow-digits").description
     pyfunc = mlflow.pyfunc.load_model("models:/ganflow-digits/1")
-    assert pyfunc.predict(np.zeros((3, 32), dtype=np.float32)).shape == (3, 1, 8, 8)
+    z_and_class = np.concatenate([np.zeros((3, 32)), [[0], [3], [9]]], axis=1).astype(np.float32)
+    assert pyfunc.predict(z_and_class).shape == (3, 1, 8, 8)
 
     # Nothing changed (same data version and config hash): the same command skips training and says so.
     again = ganflow(workspace, "pipeline", *TINY)

@@ -54,18 +54,21 @@ class TrainOutcome:
 
 
 def resolve_model(params: Params, manifest: dict) -> ModelConfig:
-    """params.model made concrete for this data: `auto` arch, class count for conditioning."""
+    """params.model made concrete for this data: `auto` arch, `auto` conditioning (on when the data has
+    at least 2 classes: an unlabelled folder's single class `all` trains unconditionally), class count."""
     cfg = params.model
     points = manifest["kind"] == "points"
     arch = cfg.arch if cfg.arch != "auto" else ("mlp" if points else "dcgan")
     if points != (arch == "mlp"):
         raise UserError(f"model.arch {arch!r} does not fit {manifest['kind']} data: use "
                         f"{'mlp' if points else 'dcgan or resnet'} (or auto)")
-    num_classes = len(manifest["classes"]) if cfg.conditional else None
-    if cfg.conditional and num_classes < 2:
+    labelled = len(manifest["classes"]) >= 2
+    conditional = labelled if cfg.conditional == "auto" else cfg.conditional
+    if conditional and not labelled:
         raise UserError("model.conditional needs labelled data with at least 2 classes "
                         "(image folders: one sub-folder per class)")
-    return cfg.model_copy(update={"arch": arch, "num_classes": num_classes})
+    return cfg.model_copy(update={"arch": arch, "conditional": conditional,
+                                  "num_classes": len(manifest["classes"]) if conditional else None})
 
 
 def run_identity(params: Params, data_version: str, paths: RunPaths, new_run: bool = False,

@@ -4,7 +4,7 @@ Ray Train V2 cannot be a Tune trainable itself (`Tuner(TorchTrainer)` fails), so
 small driver function that builds its own TorchTrainer and forwards the workers' reports to Tune
 (with the checkpoints, which PBT copies between trials). Every trial is an MLflow child run of one
 parent run; successive halving (synchronous by default, flows/run/halving.py, or Ray's ASHA) stops weak
-trials early on the per-epoch probe of the primary metric (`score`, lower is better); PBT replaces the
+trials early on the per-epoch probe of the selection metric (`score`, lower is better); PBT replaces the
 weakest trials' weights by the best ones' and mutates their values."""
 from __future__ import annotations
 

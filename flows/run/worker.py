@@ -234,11 +234,11 @@ def _train_epoch(s: _Setup, G, D, loader, epoch: int, rank: int, world: int, p: 
 
 def _probe(evaluator, s: _Setup, G, ev: dict, metrics: dict[str, float]) -> float:
     """The quality the user cares about, as training goes (rank 0 only; the EMA G if any): adds the
-    probe_* metrics and returns the selection value."""
+    probe_* metrics and returns the selection value (evaluate.SELECT)."""
     probe, _ = evaluator.measure(s.ema.module if s.ema is not None else unwrap(G), ev["probe_samples"],
                                  ev["seed"], full=False)
     metrics.update({f"{PROBE_PREFIX}{k}": v for k, v in probe.items()})
-    return probe[evaluator.primary]
+    return probe[evaluator.select]
 
 
 def _print_progress(metrics: dict[str, float], done: int, epochs: int, finite: bool) -> None:

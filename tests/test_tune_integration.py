@@ -111,8 +111,7 @@ def test_synchronous_halving_records_every_trial_and_registers_the_best(workspac
     assert all(m.timestamp > first for m in history if m.step >= 1), history
     stopped = [c for c in children if "ganflow.stopped" in c.data.tags]
     assert len(stopped) == 3
-    # The registered version is the trial that trained to the end, evaluated again on the holdout.
+    # The registered version is the best successful trial (by its last score), evaluated again on the holdout.
     mv = client.get_model_version("ganflow-digits", "1")
-    best = [c for c in finished if c.info.run_id == mv.run_id]
-    assert best and "ganflow.stopped" not in best[0].data.tags
+    assert mv.run_id in {c.info.run_id for c in finished}
     assert "eval/fd" in client.get_run(mv.run_id).data.metrics

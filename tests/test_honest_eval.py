@@ -169,6 +169,26 @@ def test_evaluator_scores_against_the_split_it_is_given(tmp_path):
         Evaluator(ws, split="train")
 
 
+def test_the_ratio_of_more_samples_than_training_images_averages_chunks_that_cover_them_all(tmp_path):
+    """A ratio from the first m samples alone ignores the rest (and swings ±0.2 between draws on
+    digits): with 2m samples whose second half is noise, both halves must count, equally."""
+    from gan_core.classifier import predict_features
+    from gan_core.metrics import frechet_distance
+
+    ws = _small_workspace(tmp_path)
+    train = load_split(ws, "train")[0]
+    m = len(train)
+    noise = torch.rand_like(train) * 2 - 1
+    judge = Evaluator(ws)
+    both = judge.measure_samples(torch.cat([train, noise]), full=False)
+    first = judge.measure_samples(train, full=False)
+    assert both["fd_ratio_samples"] == first["fd_ratio_samples"] == m
+    f_noise, _ = predict_features(judge.classifier, noise)
+    expected = (frechet_distance(judge.ref_features, judge.train_features)
+                + frechet_distance(judge.ref_features, f_noise)) / 2 / judge.baseline(m)
+    assert both["fd_ratio"] == pytest.approx(expected, rel=1e-6) and both["fd_ratio"] > first["fd_ratio"]
+
+
 def test_unlabelled_judge_reports_no_class_coverage_and_the_protocol_is_frozen_with_it(tmp_path):
     ws = _small_workspace(tmp_path, judge={"labelled": False, "eval": {"num_samples": 300, "seed": 7}})
     metrics, _ = Evaluator(ws).measure(Replay(load_split(ws, "val")[0]), 100, seed=0)

@@ -150,6 +150,8 @@ def _check_shape(arch: str, data_shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _num_classes(cfg: ModelConfig) -> int | None:
+    if cfg.conditional == "auto":  # a truthy string: unrefused, it would build a conditional pair silently
+        raise ValueError("model.conditional is 'auto': resolve it against the data's classes before building")
     if not cfg.conditional:
         return None
     if cfg.num_classes is None:

@@ -131,6 +131,9 @@ def test_conditional_needs_num_classes(arch):
     # num_classes alone (conditional false) is harmless: the data may set it anyway
     G = build_generator(ModelConfig(arch=arch, num_classes=3), _shape(arch))
     assert G.num_classes is None
+    # "auto" is the recipe's word for "decide from the data": building before deciding is refused
+    with pytest.raises(ValueError, match="'auto'"):
+        build_generator(ModelConfig(arch=arch, conditional="auto", num_classes=3), _shape(arch))
 
 
 @pytest.mark.parametrize("arch", ARCHS)

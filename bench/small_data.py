@@ -24,6 +24,7 @@ Goal: at ~150 images, augmentation gives 10/10 classes and at most half the FD r
     .venv/bin/python -m bench.small_data                      # full: 4 sizes x 3 policies x 3 seeds
     .venv/bin/python -m bench.small_data --quick              # 1 seed, sizes 150 and 1438, 600 G steps
     .venv/bin/python -m bench.small_data --seeds 1 --sizes 150,1438 --steps 2000 --procs 1
+    .venv/bin/python -m bench.small_data --px 16 --sizes 150 --seeds 2     # larger images (upsampled digits)
 """
 from __future__ import annotations
 
@@ -47,11 +48,17 @@ CLASSIFIER = {"epochs": 30, "lr": 1e-3, "seed": 0}  # params.yaml's classifier s
 RECIPE = "DCGAN w32 z32, NS + R1 0.01, Adam 3e-4/3e-4 (0, 0.99), lr decay after 50%, EMA 0.999, batch 32"
 
 
-def _data():
+def _data(px: int = 8):
+    """x_tr, y_tr, x_ho, y_ho; px > 8 upsamples the 8x8 digits bilinearly (a stand-in for the larger
+    images users bring, where a 1-pixel shift is a small part of the picture)."""
+    import torch.nn.functional as F
+
     from gan_core.data import load_digits, split
 
     x, y = load_digits()
-    return split(x, y, 0.2, 0)  # x_tr, y_tr, x_ho, y_ho
+    if px != x.shape[-1]:
+        x = F.interpolate(x, size=(px, px), mode="bilinear", align_corners=False).clamp(-1.0, 1.0)
+    return split(x, y, 0.2, 0)
 
 
 def subset(y, size: int, seed: int):
@@ -68,10 +75,10 @@ def subset(y, size: int, seed: int):
     return np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per] for c in classes]))
 
 
-def train_one(job: tuple[int, str, int, int, dict]) -> dict:
+def train_one(job: tuple[int, str, int, int, dict, int, bool]) -> dict:
     """Train one (size, policy, seed) for `steps` G steps; return its generated digits and p trace.
     `aug_extra`: AugmentConfig fields laid over the policy's defaults (--ops, --p, --target, ...)."""
-    size, policy, seed, steps, aug_extra = job
+    size, policy, seed, steps, aug_extra, px, conditional = job
     import torch
 
     from gan_core.augment import AugmentConfig, adjust_p
@@ -84,12 +91,13 @@ def train_one(job: tuple[int, str, int, int, dict]) -> dict:
 
     one_thread()
     t0 = time.time()
-    x_tr, y_tr, _, _ = _data()
-    x = x_tr[torch.from_numpy(subset(y_tr, size, seed))]
+    x_tr, y_tr, _, _ = _data(px)
+    idx = torch.from_numpy(subset(y_tr, size, seed))
+    x, y = x_tr[idx], y_tr[idx]
     n = len(x)
     shape = tuple(x.shape[1:])
     torch.manual_seed(seed)
-    cfg = ModelConfig(arch="dcgan", z_dim=32, width=32)
+    cfg = ModelConfig(arch="dcgan", z_dim=32, width=32, conditional=conditional, num_classes=10)
     G, D = build_generator(cfg, shape), build_discriminator(cfg, shape)
     ro = ResolvedOptim("adam", 3e-4, 3e-4, (0.0, 0.99), 1, lr_decay_start=0.5)
     opt_g, opt_d = build_optimizers(G, D, ro)
@@ -105,7 +113,9 @@ def train_one(job: tuple[int, str, int, int, dict]) -> dict:
         set_hyperparams(opt_g, opt_d, ro, lr_scale(ro, done / steps))
         k = min(per_epoch, steps - done)
         order = torch.randperm(n, generator=order_gen)[: k * BATCH]
-        m = train_epoch(G, D, x[order].view(k, BATCH, *shape), opt_g, opt_d, loss, gen=gen, ema=ema,
+        batches = list(zip(x[order].view(k, BATCH, *shape), y[order].view(k, BATCH))) if conditional \
+            else x[order].view(k, BATCH, *shape)
+        m = train_epoch(G, D, batches, opt_g, opt_d, loss, gen=gen, ema=ema, conditional=conditional,
                         augment=aug.pipeline(p))
         done += int(m["steps_g"])
         epochs += 1
@@ -117,7 +127,9 @@ def train_one(job: tuple[int, str, int, int, dict]) -> dict:
         trace.append((done, p, m.get("d_sign_real", float("nan")), m["d_acc_real"]))
     g = ema.module.eval()
     with torch.no_grad():
-        fake = g(g.sample_z(N_GEN, generator=torch.Generator().manual_seed(10_000 + seed)))
+        draw = torch.Generator().manual_seed(10_000 + seed)
+        z = g.sample_z(N_GEN, generator=draw)
+        fake = g(z, y=g.sample_labels(N_GEN, generator=draw)) if conditional else g(z)
     return {"size": size, "n": n, "policy": policy, "seed": seed, "steps_g": done, "epochs": epochs,
             "nonfinite": nonfinite or not bool(torch.isfinite(fake).all()), "train_s": time.time() - t0,
             "trace": trace, "fake": torch.nan_to_num(fake, 0.0).clamp(-1, 1)}
@@ -151,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", type=float, default=None, help="augment.target of adaptive")
     ap.add_argument("--speed-images", type=int, default=None, help="augment.speed_images of adaptive")
     ap.add_argument("--p-max", type=float, default=None, help="augment.p_max of adaptive")
+    ap.add_argument("--px", type=int, default=8, choices=(8, 16, 32),
+                    help="image side: the 8x8 digits upsampled bilinearly (default 8: as they are)")
+    ap.add_argument("--conditional", action="store_true",
+                    help="class-conditional G and D, as the product trains labelled images (model.conditional: auto)")
     ap.add_argument("--json", default=None, help="also write every run's numbers and p/signal trace here")
     ap.add_argument("--classifier-epochs", type=int, default=CLASSIFIER["epochs"], help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -172,8 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         memorisation = pixel_space = None
 
-    x_tr, y_tr, x_ho, y_ho = _data()
-    print(f"small_data: sizes={sizes} policies={policies} seeds={seeds} G steps={steps} (every size)\n"
+    x_tr, y_tr, x_ho, y_ho = _data(a.px)
+    print(f"small_data: sizes={sizes} policies={policies} seeds={seeds} G steps={steps} (every size), {a.px}x{a.px} px"
+          f"{', class-conditional' if a.conditional else ''}\n"
           f"  recipe: {RECIPE}\n  judge: classifier on all {len(x_tr)} training images, "
           f"scored on the {len(x_ho)} holdout images", flush=True)
     one_thread()
@@ -192,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for pol in policies:  # fail here, not in every worker
         print(f"  {pol}: {AugmentConfig(policy=pol, **extra)!r}")
-    jobs = [(s, pol, seed, steps, extra) for s in sizes for pol in policies for seed in range(seeds)]
+    jobs = [(s, pol, seed, steps, extra, a.px, a.conditional) for s in sizes for pol in policies for seed in range(seeds)]
     jobs.sort(key=lambda j: j[1] == "off")  # augmented runs are a little dearer: first
 
     def progress(r: dict) -> None:

@@ -274,8 +274,9 @@ def test_small_data_bench_smoke(capsys, tmp_path):
 
     out_json = tmp_path / "runs.json"
     assert small_data.main(["--sizes", "40", "--steps", "3", "--seeds", "1", "--procs", "1",
-                            "--classifier-epochs", "1", "--json", str(out_json)]) == 0
+                            "--classifier-epochs", "1", "--px", "16", "--conditional", "--json", str(out_json)]) == 0
     out = capsys.readouterr().out
+    assert "16x16 px, class-conditional" in out  # upsampled digits, labels to G and D
     rows = [line for line in out.splitlines() if line.startswith("| 40 ")]
     assert [r.split("|")[2].strip() for r in rows] == ["off", "diffaugment", "adaptive"]
     assert "goal at n=40" in out

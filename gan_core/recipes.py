@@ -98,8 +98,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "DCGAN G/D (class-conditional when the data has classes), non-saturating + R1 0.01, Adam 3e-4 "
            "(0, 0.99) both nets, 200 epochs, lr decay after 50%, EMA 0.999",
            MappingProxyType({**_DIGITS_NS, **_NO_AUGMENT}), IMAGE_BAR,
-           "digits through the pipeline, class-conditional, seeds 0-4: 10/10 classes, FD ratio 1.67 / 1.94 / 1.33 / "
-           "1.77 / 1.69 (unconditional: 2.63 / 1.72 / 2.44 / 1.98 / 2.24; bench/RESULTS.md section 7)",
+           "digits through the pipeline, class-conditional, seeds 0-4: 10/10 classes, FD ratio 1.81 / 1.95 / 1.80 / "
+           "1.76 / 1.89, each the mean of 5 evaluation draws (unconditional, one draw each: 2.63 / 1.72 / 2.44 / "
+           "1.98 / 2.24; bench/RESULTS.md section 7)",
            ".venv/bin/python -m bench.default_quality --only digits --seeds 0,1,2,3,4"),
     Recipe("images-small-ns-r1-ada", "images", "non-saturating",
            "images-ns-r1 with adaptive DiffAugment (translation, cutout, colour) of real and fake before D",
@@ -118,7 +119,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "EMA 0.999, lr decay after 50%", MappingProxyType({**_POINTS_NS, **_NO_AUGMENT}), POINT_BAR,
            "with R1 0.01 at batch 256 on 100k points: ring8 8/8, HQ >= 97.0%; grid25 25/25, HQ 95.2% mean, "
            "rev-KL 0.029 mean over 5 seeds (bench/RESULTS.md section 1); through the pipeline (9k training points): grid25 25/25, "
-           "HQ 95.6 / 96.3 / 95.2%, rev-KL <= 0.008 on seeds 0-2; ring8 seed 0: 8/8, HQ 98.2%, rev-KL 0.001 "
+           "HQ 95.2-96.3%, rev-KL <= 0.009 on seeds 0-4; ring8 8/8, HQ 97.8-98.2%, rev-KL <= 0.003 on seeds 0-2 "
            "(section 7)",
            ".venv/bin/python -m bench.default_quality --only grid25 --seeds 0,1,2"),
     Recipe("points-paper", "points", None,

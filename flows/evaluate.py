@@ -138,8 +138,8 @@ class Evaluator:
             train_px, ref_px = self._memorisation_space()
             metrics.update(memorisation(train_px, ref_px, pixel_space(fake.cpu().numpy())))
         # The ratio at equal sizes: more generated samples than training images are cut into chunks of
-        # as many, evenly spaced to cover them all, and their distances averaged. One chunk alone left
-        # ±0.2 of draw-to-draw noise in the ratio on digits (bench/RESULTS.md section 7).
+        # as many, evenly spaced to cover them all, and their distances averaged: every sample drawn
+        # counts, and the ratio's draw-to-draw noise shrinks (bench/RESULTS.md section 7).
         n, m = len(f_fake), min(len(f_fake), len(self.train_features))
         starts = np.linspace(0, n - m, math.ceil(n / m)).round().astype(int)
         fd_m = metrics["fd"] if m == n else float(np.mean(

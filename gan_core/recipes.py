@@ -119,7 +119,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "EMA 0.999, lr decay after 50%", MappingProxyType({**_POINTS_NS, **_NO_AUGMENT}), POINT_BAR,
            "with R1 0.01 at batch 256 on 100k points: ring8 8/8, HQ >= 97.0%; grid25 25/25, HQ 95.2% mean, "
            "rev-KL 0.029 mean over 5 seeds (bench/RESULTS.md section 1); through the pipeline (9k training points): grid25 25/25, "
-           "HQ 95.2-96.3%, rev-KL <= 0.009 on seeds 0-4; ring8 8/8, HQ 97.8-98.2%, rev-KL <= 0.003 on seeds 0-2 "
+           "HQ 95.2-96.3%, rev-KL <= 0.009 on seeds 0-4; ring8 8/8, HQ 97.7-98.2%, rev-KL <= 0.004 on seeds 0-4 "
            "(section 7)",
            ".venv/bin/python -m bench.default_quality --only grid25 --seeds 0,1,2"),
     Recipe("points-paper", "points", None,

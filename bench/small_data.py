@@ -86,6 +86,7 @@ def train_one(job: tuple[int, str, int, int, dict, int, bool]) -> dict:
     from gan_core.ema import EMA
     from gan_core.losses import GanLoss
     from gan_core.models import build_discriminator, build_generator
+    from gan_core.sampling import stratified_labels
     from gan_core.schedules import lr_scale, set_hyperparams
     from gan_core.steps import build_optimizers, train_epoch
 
@@ -129,7 +130,8 @@ def train_one(job: tuple[int, str, int, int, dict, int, bool]) -> dict:
     with torch.no_grad():
         draw = torch.Generator().manual_seed(10_000 + seed)
         z = g.sample_z(N_GEN, generator=draw)
-        fake = g(z, y=g.sample_labels(N_GEN, generator=draw)) if conditional else g(z)
+        # classes in equal shares, as the product's draw (gan_core.sampling) and the stratified holdout
+        fake = g(z, y=stratified_labels(N_GEN, 10, draw)) if conditional else g(z)
     return {"size": size, "n": n, "policy": policy, "seed": seed, "steps_g": done, "epochs": epochs,
             "nonfinite": nonfinite or not bool(torch.isfinite(fake).all()), "train_s": time.time() - t0,
             "trace": trace, "fake": torch.nan_to_num(fake, 0.0).clamp(-1, 1)}

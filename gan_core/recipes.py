@@ -121,7 +121,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "rev-KL 0.029 mean over 5 seeds (bench/RESULTS.md section 1); through the pipeline (9k training points): grid25 25/25, "
            "HQ 95.2-96.3%, rev-KL <= 0.009 on seeds 0-4; ring8 8/8, HQ 97.7-98.2%, rev-KL <= 0.004 on seeds 0-4 "
            "(section 7)",
-           ".venv/bin/python -m bench.default_quality --only grid25 --seeds 0,1,2"),
+           ".venv/bin/python -m bench.default_quality --only grid25 --seeds 0,1,2,3,4 (and --only ring8)"),
     Recipe("points-paper", "points", None,
            "MLP 400x3, z 2, the chosen loss's paper optimiser, batch 512, EMA 0.999",
            MappingProxyType({**_POINTS_PAPER, **_NO_AUGMENT}), POINT_BAR, _UNMEASURED, "-"),

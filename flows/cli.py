@@ -138,6 +138,9 @@ def recipes(workspace: Path = Workspace):
         when = f"{r.kind}, {r.loss or 'any other'} loss{size}" if r.auto else f"never (name it: recipe: {r.name})"
         print(f"{r.name}\n  {r.summary}\n  auto picks it for: {when}\n  measured: {r.measured}"
               f"\n  command: {r.command}\n  sets: " + ", ".join(f"{k}={v}" for k, v in r.values.items()))
+        if r.epoch_images:
+            print(f"  a training set under ~{r.epoch_images:,} images repeats within each epoch (train.repeat "
+                  "= that / its size, rounded), so 200 epochs are ~7,800 G steps at any size")
     if (workspace / params_mod.PARAMS_FILE).exists():
         print(f"\n{workspace / params_mod.PARAMS_FILE} resolves to: {params_mod.load(workspace).recipe}")
 

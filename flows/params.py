@@ -72,6 +72,8 @@ class ClassifierConfig(Strict):
 
 class TrainConfig(Strict):
     epochs: int = Field(40, ge=1)
+    repeat: int = Field(1, ge=1, description="passes over the training set in one epoch (a small set repeats "
+                        "so an epoch has enough G steps)")
     batch_size: int = Field(32, ge=2, description="global batch, split across workers")
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="EMA of G used for evaluation; 0 = off")
     seed: int = 0
@@ -345,7 +347,8 @@ def validate(raw: dict[str, Any], where: str, n_train: int | None = None) -> Par
         raise UserError(f"recipe {recipe.name!r} is for {recipe.kind}, and {first.data.name} is {kind}: "
                         "use recipe: auto")
     try:
-        filled = recipes.fill(explicit, recipe, first.loss.name)
+        filled = recipes.fill(explicit, recipe, first.loss.name,
+                              n_train and n_train * (2 if first.data.mirror else 1))  # --mirror doubles it
     except ValueError as exc:
         raise UserError(str(exc)) from None
     for key, value in filled.items():  # a recipe value of None (no lr decay) stays null

@@ -49,6 +49,15 @@ class Recipe:
     command: str               # the command that measured it
     max_train: int | None = None  # made for training sets up to this size (None: any size)
     auto: bool = True             # False: used only when named (`recipe: NAME`), never by `auto`
+    # A training set smaller than this is repeated within each epoch (`train.repeat`, when left to the
+    # recipe), so a small folder gets about the G steps, probes and checkpoints the recipe was measured at.
+    epoch_images: int | None = None
+
+    def repeat_for(self, n_train: int | None) -> int:
+        """Passes over `n_train` training items in one epoch: the nearest to `epoch_images`, at least 1."""
+        if self.epoch_images is None or not n_train:
+            return int(self.values["train.repeat"])
+        return max(1, round(self.epoch_images / n_train))
 
 
 # Small image sets: the augmented recipes are made for up to this many training images. `auto` does not
@@ -56,6 +65,10 @@ class Recipe:
 # with augmentation (fixed DiffAugment was 2-5x worse, adaptive within seed noise), so it stays off until
 # a measurement on the user's kind of images says otherwise.
 SMALL_IMAGES = 1000
+# An image recipe's epoch shows at least the digits recipe's: 39 batches of 32 (its 1,259 training
+# images). Counted in passes, a 150-image folder (90 training images) got 2 G steps an epoch, 400 in all,
+# and a Frechet ratio of ~29 where 2,000-8,000 steps gave ~5 (bench/RESULTS.md section 6, budget).
+EPOCH_IMAGES = 39 * 32
 
 # Images with class labels train a class-conditional pair (conditional BN in G, projection D; Miyato &
 # Koyama 2018): on digits it cut the Frechet ratio by a third (bench/RESULTS.md section 7). `auto`: only
@@ -73,7 +86,7 @@ _ADAPTIVE = {"augment.policy": "adaptive"}
 # seed tried (section 7). Width 64, more R1, batch 64 and an earlier decay did not carry across seeds.
 _DIGITS_NS = {**_IMAGE_MODEL, "loss.r1_gamma": 0.01, "optim.optimizer": "adam", "optim.lr_g": 3e-4,
               "optim.lr_d": 3e-4, "optim.betas": [0.0, 0.99], "optim.n_critic": 1, "optim.lr_decay_start": 0.5,
-              "train.batch_size": 32, "train.epochs": 200, "train.ema_decay": 0.999}
+              "train.batch_size": 32, "train.epochs": 200, "train.repeat": 1, "train.ema_decay": 0.999}
 # PacGAN's 400-unit MLP with NS + R1, fast TTUR Adam, big batch, EMA and lr decay (bench/RESULTS.md
 # section 1: 5 seeds on 100k points met both mode-collapse goals at batch 256). On the pipeline's 9k
 # training points (section 7): batch 256 let grid25's mode balance drift apart during the lr decay;
@@ -81,10 +94,12 @@ _DIGITS_NS = {**_IMAGE_MODEL, "loss.r1_gamma": 0.01, "optim.optimizer": "adam", 
 # quality ~94%), 450 sharpened them past 95%.
 _POINTS_NS = {**_POINT_MODEL, "loss.r1_gamma": 0.1, "optim.optimizer": "adam", "optim.lr_g": 1e-3,
               "optim.lr_d": 2e-3, "optim.betas": [0.5, 0.9], "optim.n_critic": 1, "optim.lr_decay_start": 0.5,
-              "train.batch_size": 512, "train.epochs": 450, "train.ema_decay": 0.999}
+              "train.batch_size": 512, "train.epochs": 450, "train.repeat": 1, "train.ema_decay": 0.999}
 # Any other loss: the kind's model and budget, the loss's own paper optimiser, no tuned extras.
-_IMAGES_PAPER = {**_IMAGE_MODEL, "train.batch_size": 32, "train.epochs": 200, "train.ema_decay": 0.999}
-_POINTS_PAPER = {**_POINT_MODEL, "train.batch_size": 512, "train.epochs": 450, "train.ema_decay": 0.999}
+_IMAGES_PAPER = {**_IMAGE_MODEL, "train.batch_size": 32, "train.epochs": 200, "train.repeat": 1,
+                 "train.ema_decay": 0.999}
+_POINTS_PAPER = {**_POINT_MODEL, "train.batch_size": 512, "train.epochs": 450, "train.repeat": 1,
+                 "train.ema_decay": 0.999}
 
 # What a good generator of each kind reaches (the run's headline says whether it does; flows/evaluate
 # meets_bar reads these). Images: within 2x the real-vs-real distance, every class drawn, and not mostly
@@ -96,24 +111,25 @@ _UNMEASURED = "not measured: the loss's paper optimiser with this kind's model a
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("images-ns-r1", "images", "non-saturating",
            "DCGAN G/D (class-conditional when the data has classes), non-saturating + R1 0.01, Adam 3e-4 "
-           "(0, 0.99) both nets, 200 epochs, lr decay after 50%, EMA 0.999",
+           "(0, 0.99) both nets, 200 epochs of >= 1,248 images (a smaller set repeats), lr decay after 50%, "
+           "EMA 0.999",
            MappingProxyType({**_DIGITS_NS, **_NO_AUGMENT}), IMAGE_BAR,
            "digits through the pipeline, class-conditional, seeds 0-4: 10/10 classes, FD ratio 1.81 / 1.95 / 1.80 / "
            "1.76 / 1.89, each the mean of 5 evaluation draws (unconditional, one draw each: 2.63 / 1.72 / 2.44 / "
            "1.98 / 2.24; bench/RESULTS.md section 7)",
-           ".venv/bin/python -m bench.default_quality --only digits --seeds 0,1,2,3,4"),
+           ".venv/bin/python -m bench.default_quality --only digits --seeds 0,1,2,3,4", epoch_images=EPOCH_IMAGES),
     Recipe("images-small-ns-r1-ada", "images", "non-saturating",
            "images-ns-r1 with adaptive DiffAugment (translation, cutout, colour) of real and fake before D",
            MappingProxyType({**_DIGITS_NS, **_ADAPTIVE}), IMAGE_BAR,
            "not better than images-ns-r1 on digits subsets of 100-1,438 images (bench/RESULTS.md, small data)",
-           ".venv/bin/python -m bench.small_data", max_train=SMALL_IMAGES, auto=False),
+           ".venv/bin/python -m bench.small_data", max_train=SMALL_IMAGES, auto=False, epoch_images=EPOCH_IMAGES),
     Recipe("images-paper", "images", None,
            "DCGAN G/D with the chosen loss's paper optimiser, EMA 0.999", MappingProxyType(
-               {**_IMAGES_PAPER, **_NO_AUGMENT}), IMAGE_BAR, _UNMEASURED, "-"),
+               {**_IMAGES_PAPER, **_NO_AUGMENT}), IMAGE_BAR, _UNMEASURED, "-", epoch_images=EPOCH_IMAGES),
     Recipe("images-small-paper", "images", None,
            "images-paper with adaptive DiffAugment of real and fake before D", MappingProxyType(
                {**_IMAGES_PAPER, **_ADAPTIVE}), IMAGE_BAR, _UNMEASURED, "-",
-           max_train=SMALL_IMAGES, auto=False),
+           max_train=SMALL_IMAGES, auto=False, epoch_images=EPOCH_IMAGES),
     Recipe("points-ns-r1-wide", "points", "non-saturating",
            "MLP 400x3, z 2, non-saturating + R1 0.1, TTUR Adam 1e-3/2e-3 (0.5, 0.9), batch 512, 450 epochs, "
            "EMA 0.999, lr decay after 50%", MappingProxyType({**_POINTS_NS, **_NO_AUGMENT}), POINT_BAR,
@@ -141,10 +157,12 @@ def choose(kind: DataKind, n_train: int | None, loss: str) -> Recipe:
     return min(pool, key=lambda r: r.max_train if r.max_train is not None else float("inf"))
 
 
-def fill(explicit: Mapping[str, Any], recipe: Recipe, loss: str) -> dict[str, Any]:
-    """The recipe-owned values of a run: the user's explicit (non-null) ones, then the recipe's, then,
-    for the optimiser, the loss's paper values. Returns dotted key -> value for every recipe key."""
+def fill(explicit: Mapping[str, Any], recipe: Recipe, loss: str, n_train: int | None = None) -> dict[str, Any]:
+    """The recipe-owned values of a run: the user's explicit (non-null) ones, then the recipe's (its
+    train.repeat sized to `n_train` training items), then, for the optimiser, the loss's paper values.
+    Returns dotted key -> value for every recipe key."""
     out = {k: v for k, v in recipe.values.items()}
+    out["train.repeat"] = recipe.repeat_for(n_train)
     if recipe.loss is not None and recipe.loss != loss:
         raise ValueError(f"recipe {recipe.name!r} was tuned for the {recipe.loss} loss, not {loss}: use "
                          f"recipe: auto (or a recipe without a loss, e.g. {recipe.kind}-paper)")

@@ -169,6 +169,21 @@ def test_auto_picks_by_kind_and_size(ws):
         params.load(ws, ["recipe=best-ever"])
 
 
+def test_a_small_image_set_repeats_within_an_epoch_to_the_recipes_steps(ws):
+    raw = params.read_raw(ws / "params.yaml")
+    # Digits' 1,259 training images are the recipe's epoch; 90 (a 150-image folder's) repeat 14 times,
+    # so 200 epochs give ~7,800 G steps, not ~560; the size still unknown: one pass.
+    assert [params.validate(raw, "t", n_train=n).train.repeat for n in (1259, 2000, 90, 1000, None)] == [1, 1, 14, 1, 1]
+    assert params.validate(raw, "t", n_train=90).train.epochs == 200
+    params.apply(raw, "data.mirror", True)  # the mirrored set is twice as large
+    assert params.validate(raw, "t", n_train=90).train.repeat == 7
+    params.apply(raw, "train.repeat", 1)  # the user's value wins
+    assert params.validate(raw, "t", n_train=90).train.repeat == 1
+    assert params.load(ws, ["data.name=ring8"]).train.repeat == 1  # points: no repeat
+    assert params.validate(raw, "t", n_train=90).training_hash() != \
+        params.validate({**raw, "train": {**raw["train"], "repeat": 2}}, "t", n_train=90).training_hash()
+
+
 def test_the_resolved_recipe_is_part_of_the_run_identity(ws):
     base = params.load(ws)
     again = params.validate(base.model_dump(mode="json"), "resolved")  # resolving twice changes nothing

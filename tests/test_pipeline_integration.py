@@ -13,7 +13,8 @@ from conftest import ganflow
 pytestmark = pytest.mark.integration
 
 TINY = ["--set", "train.epochs=2", "--set", "classifier.epochs=2", "--set", "eval.num_samples=200",
-        "--set", "train.checkpoint_every=1", "--set", "train.num_workers=2", "--set", "train.cpus_per_worker=1"]
+        "--set", "train.checkpoint_every=1", "--set", "train.num_workers=2", "--set", "train.cpus_per_worker=1",
+        "--set", "train.repeat=2"]
 
 
 def test_pipeline_end_to_end_registers_a_loadable_generator(fresh_workspace):
@@ -67,6 +68,8 @@ def test_pipeline_end_to_end_registers_a_loadable_generator(fresh_workspace):
     assert {"ganflow.data_version", "ganflow.git_sha", "ganflow.config_hash"} <= set(run.data.tags)
     assert json.loads(run.data.tags["ganflow.overrides"]) == TINY[1::2] and run.data.params["train.epochs"] == "2"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss_d")] == [0, 1]
+    # train.repeat=2: each epoch passes twice over the 1,259 images, 2 x 39 batches of 16 on each worker.
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "steps_g")] == [78.0, 78.0]
     images = {a.path for a in client.list_artifacts(run.info.run_id, "images")}
     assert images == {"images/samples.png", "images/training_curves.png"}
     # Labelled images train class-conditional by default (the recipe's model.conditional: auto): raw

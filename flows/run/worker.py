@@ -158,6 +158,8 @@ def _build(config: dict) -> _Setup:
         raise ValueError(f"augment/mirror need image data; this data has shape {tuple(x.shape[1:])}")
     if config.get("mirror", False):
         tensors = mirror(*tensors)  # stylegan2-ada's --mirror: the set doubled with its x-flips
+    if t.get("repeat", 1) > 1:  # a small set, repeated so an epoch has the recipe's G steps (gan_core.recipes)
+        tensors = [v.repeat(t["repeat"], *[1] * (v.dim() - 1)) for v in tensors]
     data_shape = tuple(tensors[0].shape[1:])
     optim = ResolvedOptim(**{**config["optim"], "betas": tuple(config["optim"]["betas"])})
     torch.manual_seed(t["seed"])  # identical initial weights on every rank (DDP also broadcasts)

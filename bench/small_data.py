@@ -4,9 +4,8 @@ Data: gan_core.data.load_digits() in [-1, 1], split(x, y, 0.2, seed 0) -> 1,438 
 Class-balanced training subsets (n/10 images of each class, nested: the 100 are among the 150, ...)
 drawn per seed, plus all 1,438; every policy of a (size, seed) trains on the same subset, batch order
 and initial weights.
-Recipe: bench/time_to_quality.py's RECIPES["digits"] in gan_core terms: DCGAN G/D (width 32, z 32),
-non-saturating + R1 0.01, Adam 3e-4 / 3e-4 betas (0, 0.99), lr decay over the second half, EMA 0.999,
-batch 32. Policies: off | diffaugment (translation, cutout, color at p = 1) | adaptive (ADA's p,
+Recipe: the product's `images-ns-r1` (gan_core.recipes: DCGAN G/D, non-saturating + R1, Adam, lr decay
+over the second half, EMA, batch), read from there, with only augment.policy varied. Policies: off | diffaugment (translation, cutout, color at p = 1) | adaptive (ADA's p,
 gan_core.augment defaults: target 0.6, speed 20k images, p_max 0.8, stepped once per epoch as in
 flows/run/worker.py).
 Budget: the same number of G steps for every size (--steps, default 3,000 ~ 68 epochs of all 1,438),
@@ -42,10 +41,20 @@ from bench.common import footer, mean_std, one_thread, run_jobs, table  # noqa: 
 SIZES = (100, 150, 300, 1438)
 POLICIES = ("off", "diffaugment", "adaptive")
 GOAL_SIZE = 150
-BATCH = 32
 N_GEN = 2500  # as params.yaml eval.num_samples
 CLASSIFIER = {"epochs": 30, "lr": 1e-3, "seed": 0}  # params.yaml's classifier section
-RECIPE = "DCGAN w32 z32, NS + R1 0.01, Adam 3e-4/3e-4 (0, 0.99), lr decay after 50%, EMA 0.999, batch 32"
+
+
+def _recipe() -> tuple[str, dict]:
+    """The product's image recipe for the non-saturating loss: its name and every value it decides."""
+    from gan_core.recipes import RECIPES, fill
+
+    r = RECIPES["images-ns-r1"]
+    return r.name, fill({}, r, r.loss)
+
+
+RECIPE, VALUES = _recipe()
+BATCH = VALUES["train.batch_size"]
 
 
 def _data(px: int = 8):
@@ -82,10 +91,11 @@ def train_one(job: tuple[int, str, int, int, dict, int, bool]) -> dict:
     import torch
 
     from gan_core.augment import AugmentConfig, adjust_p
-    from gan_core.config import LossConfig, ModelConfig, ResolvedOptim
+    from gan_core.config import LossConfig, ModelConfig, OptimConfig
     from gan_core.ema import EMA
     from gan_core.losses import GanLoss
     from gan_core.models import build_discriminator, build_generator
+    from gan_core.recipes import resolve
     from gan_core.sampling import stratified_labels
     from gan_core.schedules import lr_scale, set_hyperparams
     from gan_core.steps import build_optimizers, train_epoch
@@ -98,12 +108,15 @@ def train_one(job: tuple[int, str, int, int, dict, int, bool]) -> dict:
     n = len(x)
     shape = tuple(x.shape[1:])
     torch.manual_seed(seed)
-    cfg = ModelConfig(arch="dcgan", z_dim=32, width=32, conditional=conditional, num_classes=10)
+    v = VALUES
+    cfg = ModelConfig(arch=v["model.arch"], z_dim=v["model.z_dim"], width=v["model.width"],
+                      spectral_norm=v["model.spectral_norm"], conditional=conditional, num_classes=10)
     G, D = build_generator(cfg, shape), build_discriminator(cfg, shape)
-    ro = ResolvedOptim("adam", 3e-4, 3e-4, (0.0, 0.99), 1, lr_decay_start=0.5)
+    loss_cfg = LossConfig(name="non-saturating", r1_gamma=v["loss.r1_gamma"])
+    ro = resolve(loss_cfg, OptimConfig(**{k.split(".", 1)[1]: x for k, x in v.items() if k.startswith("optim.")}))
     opt_g, opt_d = build_optimizers(G, D, ro)
-    loss = GanLoss(LossConfig(name="non-saturating", r1_gamma=0.01))
-    ema = EMA(G, 0.999)
+    loss = GanLoss(loss_cfg)
+    ema = EMA(G, v["train.ema_decay"])
     aug = AugmentConfig(policy=policy, **aug_extra)
     p = aug.start_p
     gen = torch.Generator().manual_seed(seed)                 # z and augmentation draws
@@ -193,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     x_tr, y_tr, x_ho, y_ho = _data(a.px)
     print(f"small_data: sizes={sizes} policies={policies} seeds={seeds} G steps={steps} (every size), {a.px}x{a.px} px"
           f"{', class-conditional' if a.conditional else ''}\n"
-          f"  recipe: {RECIPE}\n  judge: classifier on all {len(x_tr)} training images, "
+          f"  recipe: {RECIPE} (gan_core.recipes), only augment.policy varied\n"
+          f"  judge: classifier on all {len(x_tr)} training images, "
           f"scored on the {len(x_ho)} holdout images", flush=True)
     one_thread()
     tc = time.time()  # the judge first, in this process: the pool then has the cores to itself

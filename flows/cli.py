@@ -131,7 +131,7 @@ def recipes(workspace: Path = Workspace):
     """List the training recipes: what each sets, when `recipe: auto` picks it, what it was measured at and
     the command that measured it; and the one this workspace's params.yaml resolves to."""
     from flows import params as params_mod
-    from gan_core.recipes import RECIPES
+    from gan_core.recipes import MAX_REPEAT, RECIPES
 
     for r in RECIPES.values():
         size = f", up to {r.max_train} training images" if r.max_train else ""
@@ -140,7 +140,8 @@ def recipes(workspace: Path = Workspace):
               f"\n  command: {r.command}\n  sets: " + ", ".join(f"{k}={v}" for k, v in r.values.items()))
         if r.epoch_images:
             print(f"  a training set under ~{r.epoch_images:,} images repeats within each epoch (train.repeat "
-                  "= that / its size, rounded), so 200 epochs are ~7,800 G steps at any size")
+                  f"= that / its size, rounded, at most {MAX_REPEAT}): ~7,800 G steps in 200 epochs down to ~250 "
+                  "images, fewer below (G would memorise them)")
     if (workspace / params_mod.PARAMS_FILE).exists():
         print(f"\n{workspace / params_mod.PARAMS_FILE} resolves to: {params_mod.load(workspace).recipe}")
 

@@ -54,10 +54,11 @@ class Recipe:
     epoch_images: int | None = None
 
     def repeat_for(self, n_train: int | None) -> int:
-        """Passes over `n_train` training items in one epoch: the nearest to `epoch_images`, at least 1."""
+        """Passes over `n_train` training items in one epoch: the nearest to `epoch_images`, from 1 to
+        MAX_REPEAT."""
         if self.epoch_images is None or not n_train:
             return int(self.values["train.repeat"])
-        return max(1, round(self.epoch_images / n_train))
+        return min(MAX_REPEAT, max(1, round(self.epoch_images / n_train)))
 
 
 # Small image sets: the augmented recipes are made for up to this many training images. `auto` does not
@@ -69,6 +70,11 @@ SMALL_IMAGES = 1000
 # images). Counted in passes, a 150-image folder (90 training images) got 2 G steps an epoch, 400 in all,
 # and a Frechet ratio of ~29 where 2,000-8,000 steps gave ~5 (bench/RESULTS.md section 6, budget).
 EPOCH_IMAGES = 39 * 32
+# ...but at most 5 passes an epoch (1,000 in 200 epochs): G memorises a tiny set in proportion to the
+# passes (digits subsets of 90-300 images: memorised 0.06 at ~430 passes, 0.14 at ~850, 0.23 at 1,400,
+# 0.57 at 2,800; the bar is 0.2). A 90-image folder: 5 passes gave FD ratio 9.7 and memorised 0.12,
+# 14 gave 8.5 and 0.57 (bench/RESULTS.md section 6).
+MAX_REPEAT = 5
 
 # Images with class labels train a class-conditional pair (conditional BN in G, projection D; Miyato &
 # Koyama 2018): on digits it cut the Frechet ratio by a third (bench/RESULTS.md section 7). `auto`: only
@@ -111,13 +117,13 @@ _UNMEASURED = "not measured: the loss's paper optimiser with this kind's model a
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("images-ns-r1", "images", "non-saturating",
            "DCGAN G/D (class-conditional when the data has classes), non-saturating + R1 0.01, Adam 3e-4 "
-           "(0, 0.99) both nets, 200 epochs of >= 1,248 images (a smaller set repeats), lr decay after 50%, "
+           "(0, 0.99) both nets, 200 epochs of ~1,248 images (a smaller set repeats, <= 5x), lr decay after 50%, "
            "EMA 0.999",
            MappingProxyType({**_DIGITS_NS, **_NO_AUGMENT}), IMAGE_BAR,
            "digits through the pipeline, class-conditional, seeds 0-4: 10/10 classes, FD ratio 1.81 / 1.95 / 1.80 / "
            "1.76 / 1.89, each the mean of 5 evaluation draws (unconditional, one draw each: 2.63 / 1.72 / 2.44 / "
-           "1.98 / 2.24; bench/RESULTS.md section 7); a 150-image labelled folder (90 training images, repeated 14x an "
-           "epoch): full-digits FD ratio 8.5 (102 without the repeat), memorisation 0.57 (section 6)",
+           "1.98 / 2.24; bench/RESULTS.md section 7); a 150-image labelled folder (90 training images, repeated 5x an "
+           "epoch): full-digits FD ratio 9.7 (102 without the repeat), memorisation 0.12 (section 6)",
            ".venv/bin/python -m bench.default_quality --only digits --seeds 0,1,2,3,4", epoch_images=EPOCH_IMAGES),
     Recipe("images-small-ns-r1-ada", "images", "non-saturating",
            "images-ns-r1 with adaptive DiffAugment (translation, cutout, colour) of real and fake before D",

@@ -171,12 +171,13 @@ def test_auto_picks_by_kind_and_size(ws):
 
 def test_a_small_image_set_repeats_within_an_epoch_to_the_recipes_steps(ws):
     raw = params.read_raw(ws / "params.yaml")
-    # Digits' 1,259 training images are the recipe's epoch; 90 (a 150-image folder's) repeat 14 times,
-    # so 200 epochs give ~7,800 G steps, not ~560; the size still unknown: one pass.
-    assert [params.validate(raw, "t", n_train=n).train.repeat for n in (1259, 2000, 90, 1000, None)] == [1, 1, 14, 1, 1]
+    # Digits' 1,259 training images are the recipe's epoch; 300 repeat 4 times (~7,800 G steps in 200
+    # epochs, not ~1,800); 90 (a 150-image folder's) at most 5, lest G memorise them; size unknown: once.
+    sizes = (1259, 2000, 1000, 300, 90, 10, None)
+    assert [params.validate(raw, "t", n_train=n).train.repeat for n in sizes] == [1, 1, 1, 4, 5, 5, 1]
     assert params.validate(raw, "t", n_train=90).train.epochs == 200
     params.apply(raw, "data.mirror", True)  # the mirrored set is twice as large
-    assert params.validate(raw, "t", n_train=90).train.repeat == 7
+    assert params.validate(raw, "t", n_train=400).train.repeat == 2  # 800 images; unmirrored: 3
     params.apply(raw, "train.repeat", 1)  # the user's value wins
     assert params.validate(raw, "t", n_train=90).train.repeat == 1
     assert params.load(ws, ["data.name=ring8"]).train.repeat == 1  # points: no repeat

@@ -5,9 +5,9 @@ Class-balanced training subsets (n/10 images of each class, nested: the 100 are 
 drawn per seed, plus all 1,438; every policy of a (size, seed) trains on the same subset, batch order
 and initial weights.
 Recipe: the product's `images-ns-r1` (gan_core.recipes: DCGAN G/D, non-saturating + R1, Adam, lr decay
-over the second half, EMA, batch), read from there, with only augment.policy varied. Policies: off | diffaugment (translation, cutout, color at p = 1) | adaptive (ADA's p,
-gan_core.augment defaults: target 0.6, speed 20k images, p_max 0.8, stepped once per epoch as in
-flows/run/worker.py).
+over the second half, EMA, batch), read from there, with only augment.policy varied.
+Policies: off | diffaugment (translation, cutout, color at p = 1) | adaptive (ADA's p, gan_core.augment
+defaults: target 0.6, speed 20k images, p_max 0.8, stepped once per epoch as in flows/run/worker.py).
 Budget: the same number of G steps for every size (--steps, default 3,000 ~ 68 epochs of all 1,438),
 so a 100-image subset is seen ~960 times: the regime where D can memorise it. Fewer steps for small sets
 would confound "less data" with "less training".
@@ -45,12 +45,12 @@ N_GEN = 2500  # as params.yaml eval.num_samples
 CLASSIFIER = {"epochs": 30, "lr": 1e-3, "seed": 0}  # params.yaml's classifier section
 
 
-def _recipe() -> tuple[str, dict]:
-    """The product's image recipe for the non-saturating loss: its name and every value it decides."""
+def _recipe():
+    """The product's image recipe for the non-saturating loss, and every value it decides."""
     from gan_core.recipes import RECIPES, fill
 
     r = RECIPES["images-ns-r1"]
-    return r.name, fill({}, r, r.loss)
+    return r, fill({}, r, r.loss)
 
 
 RECIPE, VALUES = _recipe()
@@ -112,7 +112,7 @@ def train_one(job: tuple[int, str, int, int, dict, int, bool]) -> dict:
     cfg = ModelConfig(arch=v["model.arch"], z_dim=v["model.z_dim"], width=v["model.width"],
                       spectral_norm=v["model.spectral_norm"], conditional=conditional, num_classes=10)
     G, D = build_generator(cfg, shape), build_discriminator(cfg, shape)
-    loss_cfg = LossConfig(name="non-saturating", r1_gamma=v["loss.r1_gamma"])
+    loss_cfg = LossConfig(name=RECIPE.loss, r1_gamma=v["loss.r1_gamma"])
     ro = resolve(loss_cfg, OptimConfig(**{k.split(".", 1)[1]: x for k, x in v.items() if k.startswith("optim.")}))
     opt_g, opt_d = build_optimizers(G, D, ro)
     loss = GanLoss(loss_cfg)
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     x_tr, y_tr, x_ho, y_ho = _data(a.px)
     print(f"small_data: sizes={sizes} policies={policies} seeds={seeds} G steps={steps} (every size), {a.px}x{a.px} px"
           f"{', class-conditional' if a.conditional else ''}\n"
-          f"  recipe: {RECIPE} (gan_core.recipes), only augment.policy varied\n"
+          f"  recipe: {RECIPE.name} (gan_core.recipes), only augment.policy varied\n"
           f"  judge: classifier on all {len(x_tr)} training images, "
           f"scored on the {len(x_ho)} holdout images", flush=True)
     one_thread()

@@ -139,9 +139,10 @@ def recipes(workspace: Path = Workspace):
         print(f"{r.name}\n  {r.summary}\n  auto picks it for: {when}\n  measured: {r.measured}"
               f"\n  command: {r.command}\n  sets: " + ", ".join(f"{k}={v}" for k, v in r.values.items()))
         if r.epoch_images:
+            epochs, steps = r.values["train.epochs"], r.epoch_images // r.values["train.batch_size"]
             print(f"  a training set under ~{r.epoch_images:,} images repeats within each epoch (train.repeat "
-                  f"= that / its size, rounded, at most {MAX_REPEAT}): ~7,800 G steps in 200 epochs down to ~250 "
-                  "images, fewer below (G would memorise them)")
+                  f"= that / its size, rounded, at most {MAX_REPEAT}): ~{epochs * steps:,} G steps in {epochs} "
+                  f"epochs down to ~{round(r.epoch_images / MAX_REPEAT)} images, fewer below (G would memorise them)")
     if (workspace / params_mod.PARAMS_FILE).exists():
         print(f"\n{workspace / params_mod.PARAMS_FILE} resolves to: {params_mod.load(workspace).recipe}")
 

@@ -143,7 +143,8 @@ def train_one(job: tuple[int, str, int, int, dict, int, bool]) -> dict:
     with torch.no_grad():
         draw = torch.Generator().manual_seed(10_000 + seed)
         z = g.sample_z(N_GEN, generator=draw)
-        # classes in equal shares, as the product's draw (gan_core.sampling) and the stratified holdout
+        # classes in equal shares: the subsets are class-balanced, so this is the product's draw (the data's
+        # class mix, gan_core.sampling) and the stratified holdout's
         fake = g(z, y=stratified_labels(N_GEN, 10, draw)) if conditional else g(z)
     return {"size": size, "n": n, "policy": policy, "seed": seed, "steps_g": done, "epochs": epochs,
             "nonfinite": nonfinite or not bool(torch.isfinite(fake).all()), "train_s": time.time() - t0,

@@ -26,8 +26,8 @@ from flows.data.load import CLASSIFIER, load_classifier, load_manifest, load_spl
 from gan_core import recipes
 from gan_core.classifier import predict_features
 from gan_core.images import save_comparison_png, save_pairs_png, save_scatter_png
-from gan_core.metrics import (class_coverage, class_histogram_kl, frechet_distance, image_quality, memorisation,
-                              mode_metrics, nearest, pixel_space)
+from gan_core.metrics import (class_coverage, class_histogram, class_histogram_kl, frechet_distance, image_quality,
+                              memorisation, mode_metrics, nearest, pixel_space)
 from gan_core.sampling import SampleRequest, draw
 
 # The metric each kind of data is ranked by (lower is better): versions (the gate, compare) by PRIMARY,
@@ -87,8 +87,10 @@ class Evaluator:
         # Class coverage needs real labels: not for a self-supervised judge nor a single class.
         self.labelled = bool(info.get("labelled", info.get("judge", "classifier") == "classifier")) \
             and self.num_classes > 1
-        x_tr, _ = load_split(workspace, "train")
+        x_tr, y_tr = load_split(workspace, "train")
         x_ref, _ = load_split(workspace, split)
+        # The class mix a generator should draw (it is trained and sampled at the training split's).
+        self.class_shares = class_histogram(y_tr.numpy(), self.num_classes) if self.labelled else None
         self.ref_features, _ = predict_features(self.classifier, x_ref)
         self.train_features, _ = predict_features(self.classifier, x_tr)
         self._baselines: dict[int, float] = {}
@@ -153,8 +155,8 @@ class Evaluator:
             "num_classes": float(self.num_classes),
         })
         if self.labelled:
-            metrics["class_coverage"] = float(class_coverage(labels, self.num_classes))
-            metrics["class_kl"] = class_histogram_kl(labels, self.num_classes)
+            metrics["class_coverage"] = float(class_coverage(labels, self.num_classes, reference=self.class_shares))
+            metrics["class_kl"] = class_histogram_kl(labels, self.num_classes, self.class_shares)
         return metrics
 
 

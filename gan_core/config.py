@@ -38,6 +38,22 @@ class ModelConfig(Strict):
         False, description="class-conditional G (cond. batch norm) and D (projection); auto: when the data has "
                            ">= 2 classes (resolved before building)")
     num_classes: int | None = Field(None, ge=2, description="set from the data when conditional")
+    class_shares: list[float] | None = Field(
+        None, description="set from the data when conditional: each class's share of the training split. Fake "
+                          "labels in training and a draw without a class follow it; None: equal shares")
+
+    @model_validator(mode="after")
+    def _shares(self):
+        # An imbalanced labelled folder: fakes drawn in equal shares would not be the data's joint p(x, y),
+        # and the judge (whose holdout keeps the data's class mix) would charge the mix to the generator.
+        if self.class_shares is not None:
+            s = self.class_shares
+            if self.num_classes is not None and len(s) != self.num_classes:
+                raise ValueError(f"class_shares has {len(s)} entries for {self.num_classes} classes")
+            if min(s) < 0 or sum(s) <= 0:
+                raise ValueError("class_shares must be non-negative with a positive sum")
+            self.class_shares = [float(v) / sum(s) for v in s]
+        return self
 
 
 class LossConfig(Strict):

@@ -72,16 +72,30 @@ def class_histogram(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return counts / counts.sum() if labels.size else counts
 
 
-def class_coverage(labels: np.ndarray, num_classes: int, min_share: float = 0.01) -> int:
-    """How many classes get at least `min_share` of the samples (mode-collapse signal)."""
-    return int((class_histogram(labels, num_classes) >= min_share).sum())
+def _reference(num_classes: int, reference: np.ndarray | None) -> np.ndarray:
+    if reference is None:
+        return np.full(num_classes, 1.0 / num_classes)
+    q = np.asarray(reference, dtype=np.float64)
+    if q.shape != (num_classes,) or q.min() < 0 or q.sum() <= 0:
+        raise ValueError(f"reference must be {num_classes} non-negative class shares, got {reference!r}")
+    return q / q.sum()
 
 
-def class_histogram_kl(labels: np.ndarray, num_classes: int) -> float:
-    """KL(p || uniform) = sum p log(p K); 0 for a uniform spread, log K when one class takes all."""
-    p = class_histogram(labels, num_classes)
+def class_coverage(labels: np.ndarray, num_classes: int, min_share: float = 0.01,
+                   reference: np.ndarray | None = None) -> int:
+    """How many classes get at least `min_share` of the samples (mode-collapse signal), scaled by each
+    class's share of the data (`reference`; None: equal shares) against an equal share: a class that is 0.5%
+    of an imbalanced set is covered at 0.05% of the samples, not missed for being rare."""
+    need = min_share * num_classes * _reference(num_classes, reference)
+    return int((class_histogram(labels, num_classes) >= need).sum())
+
+
+def class_histogram_kl(labels: np.ndarray, num_classes: int, reference: np.ndarray | None = None) -> float:
+    """KL(p || q) = sum p log(p / q), q the data's class shares (`reference`; None: uniform, where it is
+    sum p log(p K)): 0 for the data's own mix, log K when one class takes all of a uniform set."""
+    p, q = class_histogram(labels, num_classes), _reference(num_classes, reference)
     nz = p > 0  # 0 log 0 = 0
-    return float(np.sum(p[nz] * np.log(p[nz] * num_classes)))
+    return float(np.sum(p[nz] * np.log(p[nz] / np.maximum(q[nz], 1e-12))))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ class GeneratorBase(nn.Module):
         self.out_shape = tuple(int(s) for s in out_shape)
         self.num_classes = None if num_classes is None else int(num_classes)
         self.class_names: list[str] | None = None  # set from the registered bundle (checkpoint.generator_from_state)
+        self.class_shares: list[float] | None = None  # the data's class mix (ModelConfig.class_shares); None: equal
 
     def _draw_on(
         self, device: torch.device | str | None, generator: torch.Generator | None
@@ -66,12 +67,15 @@ class GeneratorBase(nn.Module):
     def sample_labels(
         self, n: int, device: torch.device | str | None = None, generator: torch.Generator | None = None
     ) -> Tensor | None:
-        """Uniform class ids (drawn like sample_z), or None for an unconditional generator, so
-        callers can always write G(G.sample_z(n), G.sample_labels(n))."""
+        """Class ids drawn from the data's class shares (uniform when unknown; drawn like sample_z), or
+        None for an unconditional generator, so callers can always write G(G.sample_z(n), G.sample_labels(n))."""
         if self.num_classes is None:
             return None
         draw_on, device = self._draw_on(device, generator)
-        return torch.randint(self.num_classes, (n,), device=draw_on, generator=generator).to(device)
+        if self.class_shares is None:
+            return torch.randint(self.num_classes, (n,), device=draw_on, generator=generator).to(device)
+        shares = torch.tensor(self.class_shares, dtype=torch.float64, device=draw_on)
+        return torch.multinomial(shares, n, replacement=True, generator=generator).to(device)
 
 
 class ConditionalBatchNorm2d(nn.Module):
@@ -382,6 +386,7 @@ def build_generator(cfg: ModelConfig, data_shape: tuple[int, ...]) -> GeneratorB
     else:
         g = MLPGenerator(cfg.z_dim, cfg.width, cfg.depth, shape, k)  # type: ignore[arg-type]
     _init_for(cfg, g)
+    g.class_shares = cfg.class_shares if k else None
     return g
 
 

@@ -62,12 +62,20 @@ def walk(keys: Tensor, steps: int) -> Tensor:
     return torch.cat([*legs, keys[-1:]])
 
 
-def stratified_labels(n: int, num_classes: int, gen: torch.Generator) -> Tensor:
-    """n class ids in equal shares (the first n % K classes one more), shuffled. Real splits are
-    stratified; ids drawn independently add multinomial noise to the class mix that the real-vs-real
-    baseline never pays: on digits it raised the Frechet ratio of one generator by 0.3 on average and
-    tripled its spread between draws (bench/RESULTS.md section 7)."""
-    ids = torch.arange(n) % num_classes
+def stratified_labels(n: int, num_classes: int, gen: torch.Generator, shares: list[float] | None = None) -> Tensor:
+    """n class ids in the given shares (None: equal), each class's count n * share rounded by largest
+    remainder (ties to the lower id), shuffled. Real splits are stratified; ids drawn independently add
+    multinomial noise to the class mix that the real-vs-real baseline never pays: on digits it raised the
+    Frechet ratio of one generator by 0.3 on average and tripled its spread between draws (bench/RESULTS.md
+    section 7). The shares are the data's: on a 4:1 imbalanced folder equal shares put the ratio at 15."""
+    p = torch.full((num_classes,), 1.0 / num_classes, dtype=torch.float64) if shares is None else \
+        torch.tensor(shares, dtype=torch.float64) / sum(shares)
+    exact = p * n
+    counts = exact.floor().long()
+    rest = exact - counts
+    order = sorted(range(num_classes), key=lambda k: (-round(float(rest[k]), 9), k))
+    counts[order[:n - int(counts.sum())]] += 1
+    ids = torch.repeat_interleave(torch.arange(num_classes), counts)
     return ids[torch.randperm(n, generator=gen)]
 
 
@@ -105,8 +113,8 @@ def draw(G: nn.Module, req: SampleRequest) -> Tensor:
             y = torch.full((len(z),), req.label, dtype=torch.long)
         elif req.interpolate:  # one class along the whole walk: only the latent moves
             y = torch.randint(num_classes, (1,), generator=gen).expand(len(z)).contiguous()
-        else:
-            y = stratified_labels(len(z), num_classes, gen)
+        else:  # the data's class mix, as the holdout it is judged against
+            y = stratified_labels(len(z), num_classes, gen, getattr(G, "class_shares", None))
     was_training = G.training
     out = G.eval()(z) if y is None else G.eval()(z, y=y.to(z.device))
     G.train(was_training)

@@ -64,7 +64,8 @@ def d_step(
     labels: Tensor | None = None,
     augment: Augment | None = None,
 ) -> dict[str, float]:
-    """One D update. `labels` are the classes of `real`; given them, fakes get uniform labels.
+    """One D update. `labels` are the classes of `real`; given them, fakes get labels drawn at the data's class
+    mix (G.sample_labels).
     With `augment`, also returns `d_sign_real`, the overfitting signal the adaptive p follows."""
     n = real.shape[0]
     g = unwrap(G)

@@ -58,6 +58,22 @@ def test_histogram_coverage_kl():
     assert 0 < class_histogram_kl(np.array([0, 0, 1]), 2) < math.log(2)
 
 
+def test_coverage_and_kl_against_an_imbalanced_datas_own_class_mix():
+    """A generator drawing an imbalanced set's own mix is perfect by both; equal shares are not."""
+    data = np.array([0.7, 0.2, 0.1])
+    own = np.repeat(np.arange(3), [700, 200, 100])
+    assert class_histogram_kl(own, 3, data) == pytest.approx(0.0, abs=1e-12)
+    assert class_histogram_kl(np.repeat(np.arange(3), 100), 3, data) == pytest.approx(
+        np.sum(np.log((1 / 3) / data)) / 3)
+    assert class_histogram_kl(own, 3) > 0.1  # against equal shares the data's own mix looks wrong
+    rare = np.array([0.996, 0.004])  # a class of 0.4% drawn at its share is covered, not missed
+    drawn = np.array([0] * 996 + [1] * 4)
+    assert class_coverage(drawn, 2) == 1 and class_coverage(drawn, 2, reference=rare) == 2
+    assert class_coverage(np.zeros(1000, dtype=int), 2, reference=rare) == 1
+    with pytest.raises(ValueError, match="2 non-negative class shares"):
+        class_histogram_kl(drawn, 2, np.array([1.0, -0.5]))
+
+
 # --- 2-D mode metrics -------------------------------------------------------------------------
 
 HQ_EXACT = 1 - math.exp(-4.5)  # P(|z| <= 3 sigma) for an isotropic 2-D Gaussian (Rayleigh tail)

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -79,6 +80,20 @@ def test_sample_labels():
     assert torch.equal(a, b) and a.dtype == torch.long and a.shape == (2000,)
     assert set(a.tolist()) == set(range(NUM_CLASSES))  # uniform over all classes, none outside
     assert build_generator(ModelConfig(arch="resnet"), (1, 8, 8)).sample_labels(3) is None
+
+
+def test_fake_labels_follow_the_datas_class_shares():
+    """An imbalanced labelled set: fakes drawn in equal shares would not be the data's joint p(x, y)."""
+    cfg = ModelConfig(arch="dcgan", conditional=True, num_classes=3, class_shares=[6, 3, 1])
+    G = build_generator(cfg, (1, 8, 8))
+    assert G.class_shares == pytest.approx([0.6, 0.3, 0.1])  # normalised by the config
+    y = G.sample_labels(20000, generator=torch.Generator().manual_seed(0))
+    assert np.allclose(np.bincount(y.numpy(), minlength=3) / 20000, [0.6, 0.3, 0.1], atol=0.01)
+    assert build_generator(ModelConfig(arch="dcgan", class_shares=[1, 1]), (1, 8, 8)).class_shares is None
+    with pytest.raises(ValueError, match="2 entries for 3 classes"):
+        ModelConfig(conditional=True, num_classes=3, class_shares=[0.5, 0.5])
+    with pytest.raises(ValueError, match="non-negative"):
+        ModelConfig(conditional=True, num_classes=2, class_shares=[1.5, -0.5])
 
 
 def test_dcgan_init_std():

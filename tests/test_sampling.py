@@ -56,6 +56,11 @@ def test_a_draw_without_a_class_gives_every_class_an_equal_share_in_a_seeded_ord
     assert torch.equal(a, draw(Echo(), SampleRequest(n=11, seed=0)).long().squeeze(1))
     assert not torch.equal(a, draw(Echo(), SampleRequest(n=11, seed=1)).long().squeeze(1))  # shuffled per seed
     assert not torch.equal(a, torch.arange(11) % 3)
+    echo = Echo()
+    echo.class_shares = [0.55, 0.3, 0.15]  # an imbalanced set: its own mix, 5.5 / 3 / 1.5 of 10 rounded
+    b = draw(echo, SampleRequest(n=10, seed=0)).long().squeeze(1)
+    assert torch.bincount(b, minlength=3).tolist() == [6, 3, 1]
+    assert torch.bincount(draw(echo, SampleRequest(n=2000, seed=1)).long().squeeze(1)).tolist() == [1100, 600, 300]
 
 
 def test_a_fixed_class_conditions_every_sample():

@@ -67,8 +67,11 @@ def resolve_model(params: Params, manifest: dict) -> ModelConfig:
     if conditional and not labelled:
         raise UserError("model.conditional needs labelled data with at least 2 classes "
                         "(image folders: one sub-folder per class)")
-    return cfg.model_copy(update={"arch": arch, "conditional": conditional,
-                                  "num_classes": len(manifest["classes"]) if conditional else None})
+    # The training split's class mix (manifests before it was recorded: equal shares).
+    shares = manifest.get("class_histogram", {}).get("train") if conditional else None
+    return ModelConfig.model_validate({**cfg.model_dump(), "arch": arch, "conditional": conditional,
+                                       "num_classes": len(manifest["classes"]) if conditional else None,
+                                       "class_shares": shares})
 
 
 def run_identity(params: Params, data_version: str, paths: RunPaths, new_run: bool = False,
@@ -112,7 +115,9 @@ def check_seed(state: dict, model_cfg: ModelConfig, data_shape: list[int], uri: 
     data shape: its weights and optimiser states would not fit. Names each difference."""
     theirs = ModelConfig.model_validate(state["model"]).model_dump()
     ours = model_cfg.model_dump()
-    differ = [f"model.{k}: {theirs[k]!r} there, {ours[k]!r} here" for k in ours if ours[k] != theirs.get(k)]
+    # class_shares is the data's class mix, not the architecture: a transfer to other data changes it.
+    differ = [f"model.{k}: {theirs[k]!r} there, {ours[k]!r} here" for k in ours
+              if ours[k] != theirs.get(k) and k != "class_shares"]
     if list(state["data_shape"]) != list(data_shape):
         differ.append(f"data shape: {list(state['data_shape'])} there, {list(data_shape)} here")
     if differ:

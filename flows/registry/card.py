@@ -46,7 +46,8 @@ def model_description(name: str, dataset: str, kind: str, shape: list[int], cond
                       classes: list[str]) -> str:
     what = "2-D points" if kind == "points" else "images " + "x".join(str(s) for s in shape) + " in [-1, 1]"
     cls = (f" Class-conditional: ask for a class by name with `--class` ({', '.join(classes[:10])}"
-           f"{' ...' if len(classes) > 10 else ''})." if conditional else "")
+           f"{' ...' if len(classes) > 10 else ''}); without one, each class comes at its share of the training "
+           "data." if conditional else "")
     return "\n".join([
         f"A GAN generator of {what}, trained on `{dataset}` by the ganflow pipeline.{cls}",
         "",

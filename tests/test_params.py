@@ -148,6 +148,14 @@ def test_another_loss_gets_its_paper_optimiser_not_the_tuned_values(ws):
         params.load(ws, ["loss=hinge", "recipe=images-ns-r1"])
 
 
+def test_a_loss_with_its_own_measured_recipe_gets_it(ws):
+    """Hinge on images: spectral norm on D and no R1 (SNGAN's pairing), not NS's R1 nor a bare DCGAN D."""
+    p = params.load(ws, ["loss=hinge"])
+    assert p.recipe == "images-hinge-sn"
+    assert (p.model.spectral_norm, p.loss.r1_gamma, p.optim.lr_d, p.resolved_optim.lr_decay_start) == (True, 0.0, 3e-4, 0.5)
+    assert params.load(ws, ["loss=hinge", "data.name=ring8"]).recipe == "points-paper"  # measured on images only
+
+
 def test_auto_picks_by_kind_and_size(ws):
     p = params.load(ws, ["data.name=ring8"])
     assert (p.recipe, p.model.arch, p.model.width, p.model.z_dim, p.train.batch_size) == \

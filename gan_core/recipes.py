@@ -97,10 +97,7 @@ _DIGITS_NS = {**_IMAGE_MODEL, "loss.r1_gamma": 0.01, "optim.optimizer": "adam", 
 # the NS recipe's Adam, schedule, batch and EMA. Through the pipeline on digits, seeds 0-4, it scored as the
 # NS recipe does (5-draw means 1.75 against 1.78), ~17% faster without R1's double backward; the hinge
 # paper optimiser on the plain DCGAN pair (what hinge got before) did worse (bench/RESULTS.md section 7).
-_DIGITS_HINGE = {**_IMAGE_MODEL, "model.spectral_norm": True, "loss.r1_gamma": 0.0, "optim.optimizer": "adam",
-                 "optim.lr_g": 3e-4, "optim.lr_d": 3e-4, "optim.betas": [0.0, 0.99], "optim.n_critic": 1,
-                 "optim.lr_decay_start": 0.5, "train.batch_size": 32, "train.epochs": 200, "train.repeat": 1,
-                 "train.ema_decay": 0.999}
+_DIGITS_HINGE = {**_DIGITS_NS, "model.spectral_norm": True, "loss.r1_gamma": 0.0}
 # PacGAN's 400-unit MLP with NS + R1, fast TTUR Adam, big batch, EMA and lr decay (bench/RESULTS.md
 # section 1: 5 seeds on 100k points met both mode-collapse goals at batch 256). On the pipeline's 9k
 # training points (section 7): batch 256 let grid25's mode balance drift apart during the lr decay;

@@ -98,6 +98,9 @@ _DIGITS_NS = {**_IMAGE_MODEL, "loss.r1_gamma": 0.01, "optim.optimizer": "adam", 
 # NS recipe does (5-draw means 1.75 against 1.78), ~17% faster without R1's double backward; the hinge
 # paper optimiser on the plain DCGAN pair (what hinge got before) did worse (bench/RESULTS.md section 7).
 _DIGITS_HINGE = {**_DIGITS_NS, "model.spectral_norm": True, "loss.r1_gamma": 0.0}
+# What both image recipes share, as `ganflow recipes` says it (the values are _DIGITS_NS's).
+_IMAGE_TRAINING = ("Adam 3e-4 (0, 0.99) both nets, 200 epochs of ~1,248 images (a smaller set repeats, <= 5x), "
+                   "lr decay after 50%, EMA 0.999")
 # PacGAN's 400-unit MLP with NS + R1, fast TTUR Adam, big batch, EMA and lr decay (bench/RESULTS.md
 # section 1: 5 seeds on 100k points met both mode-collapse goals at batch 256). On the pipeline's 9k
 # training points (section 7): batch 256 let grid25's mode balance drift apart during the lr decay;
@@ -121,9 +124,7 @@ _UNMEASURED = "not measured: the loss's paper optimiser with this kind's model a
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("images-ns-r1", "images", "non-saturating",
-           "DCGAN G/D (class-conditional when the data has classes), non-saturating + R1 0.01, Adam 3e-4 "
-           "(0, 0.99) both nets, 200 epochs of ~1,248 images (a smaller set repeats, <= 5x), lr decay after 50%, "
-           "EMA 0.999",
+           f"DCGAN G/D (class-conditional when the data has classes), non-saturating + R1 0.01, {_IMAGE_TRAINING}",
            MappingProxyType({**_DIGITS_NS, **_NO_AUGMENT}), IMAGE_BAR,
            "digits through the pipeline, class-conditional, seeds 0-4: 10/10 classes, FD ratio 1.95 / 1.74 / 1.76 / "
            "1.81 / 1.62, each the mean of 5 evaluation draws (a perfect replay of the training set scores 1.54; "
@@ -132,9 +133,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "epoch): full-digits FD ratio 9.7 (102 without the repeat), memorisation 0.12 (section 6)",
            ".venv/bin/python -m bench.default_quality --only digits --seeds 0,1,2,3,4", epoch_images=EPOCH_IMAGES),
     Recipe("images-hinge-sn", "images", "hinge",
-           "DCGAN G/D (class-conditional when the data has classes) with spectral norm on D, hinge loss, Adam 3e-4 "
-           "(0, 0.99) both nets, 200 epochs of ~1,248 images (a smaller set repeats, <= 5x), lr decay after 50%, "
-           "EMA 0.999",
+           "DCGAN G/D (class-conditional when the data has classes) with spectral norm on D, hinge loss, "
+           f"{_IMAGE_TRAINING}",
            MappingProxyType({**_DIGITS_HINGE, **_NO_AUGMENT}), IMAGE_BAR,
            "digits through the pipeline, class-conditional, seeds 0-4: 10/10 classes, FD ratio 1.99 / 1.79 / 1.65 / 1.64 / 1.66, each "
            "the mean of 5 evaluation draws (images-ns-r1: 1.95 / 1.74 / 1.76 / 1.81 / 1.62; the hinge paper optimiser "

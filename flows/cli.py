@@ -331,15 +331,23 @@ def promote(model: Optional[str] = typer.Option(None, "--model", help="registere
             version: Optional[str] = typer.Option(None, "--version", help="the version to put through the gate"),
             rollback: bool = typer.Option(False, "--rollback", help="return `champion` to the one before it in "
                                           "`ganflow history` (again: the one before that), instead of --version"),
-            reason: str = typer.Option("operator rollback", "--reason", help="why (recorded with a rollback)"),
+            force: bool = typer.Option(False, "--force", help="make --version champion without measuring it "
+                                       "(an operator's override; needs --reason)"),
+            reason: Optional[str] = typer.Option(None, "--reason", help="why (recorded with a rollback or a "
+                                                 "force in the history)"),
             workspace: Path = Workspace):
-    """Promotion gate: VERSION gets alias `challenger`, and `champion` only if it strictly beats it.
+    """Promotion gate: VERSION gets alias `challenger`, and `champion` only if it beats the champion beyond
+    the evaluation noise (params.yaml `promotion`: paired draws at fresh seeds, a confidence bound and a
+    minimum effect).
 
     Exit 0 for every decision, promoted, kept or rejected: a rejected version (failed run, NaN/Inf or
     missing score) is an outcome the gate records, not a CLI error. Unknown model/version: exit 2.
-    --rollback moves `champion` back without measuring (an operator's decision), recorded in the history."""
+    --rollback moves `champion` back, and --force --reason R moves it to VERSION, both without measuring
+    (an operator's decision), recorded in the history."""
     if rollback == (version is not None):
         raise UserError("pass either --version V (put V through the gate) or --rollback")
+    if force and (rollback or not (reason or "").strip()):
+        raise UserError("--force needs --version V and --reason \"why\" (recorded in the history)")
     paths = configure(workspace)
     from flows import params as params_mod
     from flows.registry import promote as gate
@@ -349,7 +357,10 @@ def promote(model: Optional[str] = typer.Option(None, "--model", help="registere
     if os.environ.get("PREFECT_API_URL"):
         servers.check_prefect()  # the promotion lock lives there
     if rollback:
-        gate.rollback(model or p.model_name, paths, reason)
+        gate.rollback(model or p.model_name, paths, reason or "operator rollback")
+        return
+    if force:
+        gate.force(model or p.model_name, version, paths, reason.strip())
         return
     decision = gate.promote(model or p.model_name, version, paths, p)  # prints the one-line summary
     if decision.decision == "rejected":

@@ -144,6 +144,18 @@ class TuneSection(Strict):
         return self
 
 
+class PromotionConfig(Strict):
+    """The promotion gate's rule (flows.registry.promote): both versions are measured over `draws` paired
+    evaluation draws at fresh seeds, and the challenger is promoted only when the one-sided `confidence`
+    upper bound of the paired difference, relative to the champion's score, is below -`min_effect`."""
+
+    draws: int = Field(5, ge=2, le=100, description="paired evaluation draws per decision (each version "
+                       "measured this many times at the same fresh seeds); the gate's time grows with it")
+    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="one-sided confidence of the bound")
+    min_effect: float = Field(0.02, ge=0.0, lt=1.0, description="the smallest improvement that counts, relative "
+                              "to the champion's score (0.02: 2% lower); measured in bench/RESULTS.md section 8")
+
+
 class RegistryConfig(Strict):
     model_name: str | None = Field(None, description="default: ganflow-<data.name>")
     experiment: str | None = Field(None, description="MLflow experiment; default: ganflow-<data.name>")
@@ -176,6 +188,7 @@ class Params(Strict):
     augment: AugmentConfig = AugmentConfig()
     tune: TuneSection = TuneSection()
     registry: RegistryConfig = RegistryConfig()
+    promotion: PromotionConfig = PromotionConfig()
     retention: RetentionConfig = RetentionConfig()
 
     @model_validator(mode="after")

@@ -10,7 +10,7 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows import alerts, params as params_mod, retention, servers
+from flows import alerts, faults, params as params_mod, retention, servers
 from flows.data import dvc
 from flows.registry import card, tracking, versions
 from flows.run import ray_runtime
@@ -154,14 +154,29 @@ def _write_cards(params: Params, manifest: dict, version: str, tags, metrics: di
         manifest["classes"]))
 
 
-def _unchanged(paths, params, identity, data_version, version, tags, timings, retained) -> dict:
+def _unchanged(paths, params, identity, data_version, version, tags, timings, retained, promotion) -> dict:
     """Nothing changed since a registered version (same data version and config hash): skip."""
     print(f"Unchanged since {params.model_name} version {version} (data version {data_version}, config hash "
           f"{identity.training_hash}): skipping training, evaluation and registration. "
           "Pass --new-run to retrain anyway.")
     metrics = versions.VersionTags.read(tags).metrics()
     return _summary(paths, params, identity, data_version, version, metrics, timings, epochs=None, resumed=None,
-                    skipped=True, retention=retained)
+                    skipped=True, promotion=promotion, retention=retained)
+
+
+def _settle_crashed(paths: RunPaths, params: Params, identity: RunIdentity, timed) -> dict | None:
+    """What a run that crashed after registering left undone, done by the next one even though nothing
+    changed: its MLflow run finished, and the newest version the gate never decided on put through it."""
+    if identity.mlflow_run_id and tracking.status(identity.mlflow_run_id) == "RUNNING":
+        print(f"MLflow run {identity.mlflow_run_id} was left RUNNING by an interrupted run; its version is "
+              "registered: marking it FINISHED")
+        tracking.finish_run(identity.mlflow_run_id)
+    ungated = versions.newest_ungated(params.model_name)
+    if ungated is None:
+        return None
+    print(f"{params.model_name} version {ungated} was registered without a promotion decision (an interrupted "
+          "run): putting it through the gate now")
+    return timed("promote", promote_task, paths, params, ungated)
 
 
 def _summary(paths, params, identity, data_version, version, metrics, timings, epochs, resumed,
@@ -189,7 +204,7 @@ def _summary(paths, params, identity, data_version, version, metrics, timings, e
 
 @task(name="promote", cache_policy=NO_CACHE)
 def promote_task(paths: RunPaths, params: Params, version: str) -> dict:
-    """The gate: champion only if strictly better on the same holdout and evaluator."""
+    """The gate: champion only if better beyond the evaluation noise, on the same holdout and evaluator."""
     from flows.registry.promote import promote
 
     return promote(params.model_name, version, paths, params).as_dict()
@@ -274,8 +289,9 @@ def _run(paths: RunPaths, new_run: bool, search: bool, extend: bool, init_from: 
                                     init_from=seed.label if seed else None, overrides=overrides)
             cached = None if new_run else versions.version_for_run(params.model_name, identity.name)
             if cached:
+                promotion = _settle_crashed(paths, params, identity, timed)
                 retained = timed("retention", retention_task, paths, params)
-                return _unchanged(paths, params, identity, data_version, *cached, timings, retained)
+                return _unchanged(paths, params, identity, data_version, *cached, timings, retained, promotion)
             tracking.start_run(params, paths, identity, data_version, extra_tags={**_lineage(identity, seed), **tags})
         try:
             if not search:
@@ -288,6 +304,7 @@ def _run(paths: RunPaths, new_run: bool, search: bool, extend: bool, init_from: 
         except BaseException:
             tracking.finish_run(identity.mlflow_run_id, "FAILED")  # never leave a run "RUNNING"
             raise
+        faults.point("registered")
         # After the run is finished: a gate error must not mark the trained run FAILED.
         promotion = timed("promote", promote_task, paths, params, version)
     finally:

@@ -2,9 +2,12 @@
 flows.registry.register() without training, their version tags set by hand."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -151,18 +154,25 @@ def test_better_version_replaces_the_champion_worse_and_equal_are_kept(gate):
     assert (d.decision, d.champion_before, d.champion_after) == ("promoted", v1, v2)
     assert d.challenger_score == pytest.approx(math.log(4), abs=0.05) and d.reevaluated
     assert d.champion_score == pytest.approx(math.log(8), abs=1e-6) and d.metric == "reverse_kl"
-    assert "its tag says 9, the champion's 0.01 (not used)" in d.reason and "1000 samples at seed" in d.reason
+    assert "its tag says 9, the champion's 0.01 (not used)" in d.reason and "better beyond the noise" in d.reason
+    assert "5 paired draws of 1000 samples (seeds [" in d.reason
     t = vtags(name, v2)
     assert t["promotion.decision"] == "promoted" and t["promotion.champion_version"] == v1
     assert float(t["promotion.challenger_score"]) == pytest.approx(d.challenger_score, rel=1e-6)
     assert t["promotion.metric"] == "reverse_kl" and t["promotion.at"].endswith("Z")
-    assert float(t["reeval.reverse_kl"]) == pytest.approx(d.challenger_score, rel=1e-6)
+    # The decision's numbers: its draws and their seeds, the paired difference and its bound.
+    assert t["promotion.draws"] == "5" and json.loads(t["promotion.seeds"]) == d.seeds and len(set(d.seeds)) == 5
+    assert float(t["promotion.difference"]) == pytest.approx(math.log(4) / math.log(8) - 1, abs=0.05)
+    assert float(t["promotion.bound"]) < -float(t["promotion.min_effect"]) == -0.02
+    assert float(t["reeval.reverse_kl"]) == pytest.approx(d.challenger_score, rel=1e-6) and t["reeval.draws"] == "5"
     assert t["eval.reverse_kl"] == "9"  # the self-reported score is left as it was
 
     equal = promote(name, v3, store, p)  # the same weights measure the same: a tie is not an improvement
     worse = promote(name, v4, store, p)
     assert (equal.decision, worse.decision) == ("kept", "kept")
-    assert "not strictly better" in equal.reason and " = " in equal.reason
+    assert "not distinguishable from the champion" in equal.reason and "paired difference +0.00%" in equal.reason
+    assert "worse than the champion" in worse.reason
+    assert equal.seeds != d.seeds  # fresh seeds per decision: no version can be fitted to a known draw
     assert aliases(name) == {"champion": v2, "challenger": v4}
     assert vtags(name, v4)["promotion.decision"] == "kept"
 
@@ -352,6 +362,13 @@ def test_cli_promote_reports_each_decision_and_refuses_unknown_versions(workspac
     for both_or_neither in (["--rollback", "--version", "1"], []):
         code, out, err = run_cli("promote", *both_or_neither, "--workspace", str(workspace))
         assert code == 2 and "either --version V" in err and "Traceback" not in err
+    code, out, err = run_cli("promote", "--version", "1", "--force", "--workspace", str(workspace))
+    assert code == 2 and "--force needs --version V and --reason" in err and "Traceback" not in err
+    code, out, err = run_cli("promote", "--version", "1", "--force", "--reason", "hotfix", "--workspace",
+                             str(workspace))
+    assert code == 0 and "ganflow-digits version 1: FORCED -> champion (was none); forced by an operator: hotfix" in out
+    code, out, err = run_cli("history", "--workspace", str(workspace))
+    assert code == 0 and "forced" in out and "hotfix" in out, out + err
 
 
 def test_judge_decides_on_its_own_measurements_and_moves_nothing():
@@ -359,8 +376,10 @@ def test_judge_decides_on_its_own_measurements_and_moves_nothing():
     from flows.registry.promote import judge
     from flows.registry.versions import VersionTags
 
+    from flows.params import PromotionConfig
+
     class Gauge:
-        metric, where = "fd", "holdout h, evaluator e, 100 samples at seed 0"
+        metric, where, seeds = "fd", "3 paired draws of 100 samples (seeds [1, 2, 3])", [1, 2, 3]
 
         def __init__(self, measured):
             self.measured = measured
@@ -371,21 +390,52 @@ def test_judge_decides_on_its_own_measurements_and_moves_nothing():
                 raise value
             return value
 
+    rule = PromotionConfig(draws=3)
     claims = VersionTags(primary_metric="fd", scores={"fd": "0.001"})  # every tag claims a perfect score
-    cases = [({"2": 1.5, "1": 2.0}, "promoted"), ({"2": 2.0, "1": 2.0}, "kept"), ({"2": 3.0, "1": 2.0}, "kept"),
-             ({"2": None, "1": 2.0}, "rejected"), ({"2": RuntimeError("size mismatch"), "1": 2.0}, "rejected")]
+    champ = [2.0, 2.2, 1.8]
+    cases = [({"2": [1.5, 1.7, 1.3], "1": champ}, "promoted"),
+             ({"2": champ, "1": champ}, "kept"),
+             ({"2": [1.99, 2.19, 1.79], "1": champ}, "kept"),  # 0.5% better: below the minimum effect
+             ({"2": [1.5, 2.6, 1.2], "1": champ}, "kept"),  # better on average, within the noise
+             ({"2": [3.0, 3.1, 2.9], "1": champ}, "kept"),
+             ({"2": None, "1": champ}, "rejected"), ({"2": RuntimeError("size mismatch"), "1": champ}, "rejected")]
     for measured, want in cases:
-        d = judge("m", "2", claims, ("1", claims), failure=None, gauge=lambda: Gauge(measured))
+        d = judge("m", "2", claims, ("1", claims), failure=None, gauge=lambda: Gauge(measured), rule=rule)
         assert d.decision == want, (measured, d)
-    assert judge("m", "2", claims, None, failure=None, gauge=lambda: Gauge({"2": 9.0})).champion_after == "2"
+        assert d.seeds == [1, 2, 3]  # recorded with every measured decision
+    promoted = judge("m", "2", claims, None, failure=None, gauge=lambda: Gauge({"2": [9.0, 9.0, 9.0]}), rule=rule)
+    assert promoted.champion_after == "2" and promoted.challenger_score == 9.0
 
     def never():
         raise AssertionError("nothing to measure")
 
-    failed = judge("m", "2", claims, ("1", claims), failure="its run FAILED", gauge=never)
+    failed = judge("m", "2", claims, ("1", claims), failure="its run FAILED", gauge=never, rule=rule)
     assert (failed.decision, failed.champion_after) == ("rejected", "1")
-    again = judge("m", "1", claims, ("1", claims), failure=None, gauge=never)
+    again = judge("m", "1", claims, ("1", claims), failure=None, gauge=never, rule=rule)
     assert (again.decision, again.recorded) == ("kept", False)
+
+
+def test_the_paired_verdict_promotes_only_beyond_the_noise_and_the_minimum_effect():
+    import numpy as np
+
+    from flows.registry.promote import paired_verdict
+
+    rng = np.random.default_rng(0)
+    champion = 8.0 + rng.normal(0, 0.6, 5)  # ~7% draw noise, as a digits generator's FD
+    # The same generator: the pairs are equal, whatever the draw noise.
+    same = paired_verdict(champion, champion, 0.95, 0.02)
+    assert (same.difference, same.bound, same.better) == (0.0, 0.0, False)
+    # An unpaired draw of an equal generator: noise both ways, never "better".
+    other = 8.0 + rng.normal(0, 0.6, 5)
+    assert not paired_verdict(other, champion, 0.95, 0.02).better
+    # 10% better at each draw, with the pairing's small residual noise: better.
+    better = paired_verdict(champion * 0.9 + rng.normal(0, 0.05, 5), champion, 0.95, 0.02)
+    assert better.better and better.difference == pytest.approx(-0.1, abs=0.02) and better.bound < -0.02
+    # 1% better at every draw: certain, but below the minimum effect; counts once that is lower.
+    assert not paired_verdict(champion * 0.99, champion, 0.95, 0.02).better
+    assert paired_verdict(champion * 0.99, champion, 0.95, 0.005).better
+    with pytest.raises(ValueError, match="needs >= 2 draws"):
+        paired_verdict([1.0], [1.0], 0.95, 0.02)
 
 
 def test_the_card_keeps_only_the_latest_promotion_line():
@@ -459,3 +509,69 @@ def test_the_gate_refuses_the_holdout_of_another_data_set(gate):
     other = p.model_copy(update={"data": p.data.model_copy(update={"name": "gauss8"})})
     with pytest.raises(UserError, match="measures on the holdout of gauss8, and the prepared data in .* is ring8"):
         promote(p.model_name, version, store, other)
+
+
+def _promote_crashing_at(point: str, store, p, version: str) -> int:
+    """`promote` in a child process that ends by os._exit at `point` (flows.faults): a crash there."""
+    code = ("import sys; from pathlib import Path; from flows.env import RunPaths; from flows.params import Params; "
+            "from flows.registry.promote import promote; p = Params.model_validate_json(sys.argv[1]); "
+            "promote(p.model_name, sys.argv[2], RunPaths(Path(sys.argv[3]), Path(sys.argv[4])), p)")
+    proc = subprocess.run([sys.executable, "-c", code, p.model_dump_json(), version, str(store.workspace),
+                           str(store.home)], env={**os.environ, "GANFLOW_CRASH_AT": point}, capture_output=True,
+                          text=True, timeout=300)
+    return proc.returncode
+
+
+@pytest.mark.parametrize("point", ["promote.history", "promote.alias"])
+def test_a_promotion_cut_short_by_a_crash_is_completed_before_the_next_decision(gate, point):
+    # Killed after the history entry, or after the alias moved but before the version's tags: the next gate
+    # (under the same lock) finishes that change first, so history, alias and tags agree and rollback works.
+    from mlflow.tracking import MlflowClient
+
+    from flows import faults
+    from flows.registry import history
+    from flows.registry.promote import promote, rollback
+
+    store, p = gate
+    name = p.model_name
+    v1 = make_version(store, p, 0.5, state=tiny_state(_collapsed_generator()))
+    v2 = make_version(store, p, 0.5, state=tiny_state(_two_mode_generator()))
+    promote(name, v1, store, p)
+    assert _promote_crashing_at(point, store, p, v2) == faults.EXIT_CODE
+    pending = history.read(MlflowClient(), name)[-1]
+    assert pending.version == v2 and pending.pending is not None  # cut short
+    assert "promotion.decision" not in vtags(name, v2)  # never half-decided
+
+    v3 = make_version(store, p, 0.5, state=tiny_state(_collapsed_generator()))
+    d = promote(name, v3, store, p)
+    assert d.champion_before == v2 and d.decision == "kept"  # judged against the completed change
+    changes = history.read(MlflowClient(), name)
+    assert [(c.version, c.pending) for c in changes] == [(v1, None), (v2, None)]
+    assert changes[1].draws == 5 and changes[1].bound < -0.02
+    assert aliases(name)["champion"] == v2
+    t = vtags(name, v2)
+    assert t["promotion.decision"] == "promoted" and t["promotion.draws"] == "5"
+    assert rollback(name, store, "check the walk back").version == v1
+
+
+def test_an_operator_can_force_a_version_recorded_as_such(gate):
+    from mlflow.tracking import MlflowClient
+
+    from flows.registry import history
+    from flows.registry.promote import force, promote, rollback
+
+    store, p = gate
+    name = p.model_name
+    good = make_version(store, p, 0.5, state=tiny_state(_two_mode_generator()))
+    worse = make_version(store, p, 0.5, state=tiny_state(_collapsed_generator()))
+    promote(name, good, store, p)
+    assert promote(name, worse, store, p).decision == "kept"
+    d = force(name, worse, store, "the product team wants the old look")
+    assert (d.decision, d.champion_before, d.champion_after) == ("forced", good, worse)
+    assert aliases(name) == {"champion": worse, "challenger": worse}
+    last = history.read(MlflowClient(), name)[-1]
+    assert (last.kind, last.version, last.previous) == ("forced", worse, good)
+    assert last.reason == "forced by an operator: the product team wants the old look"
+    assert vtags(name, worse)["promotion.decision"] == "forced"
+    assert force(name, worse, store, "again").recorded is False  # already champion: nothing moves
+    assert rollback(name, store, "undo the force").version == good

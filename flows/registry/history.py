@@ -18,7 +18,7 @@ from typing import Literal
 PREFIX = "champion.history."
 REASON_CHARS = 2000  # a tag value holds 5,000 characters in the SQL stores
 
-ChangeKind = Literal["promoted", "rollback"]
+ChangeKind = Literal["promoted", "rollback", "forced"]
 
 
 @dataclass(frozen=True)
@@ -32,33 +32,56 @@ class Change:
     previous_score: float | None
     reason: str
     by: str  # user@host that made the change
+    # The gate's numbers behind a promotion (entries written before the paired gate have none): draws,
+    # their seeds, the mean paired difference relative to the champion and its upper confidence bound.
+    draws: int | None = None
+    seeds: list[int] | None = None
+    difference: float | None = None
+    bound: float | None = None
+    min_effect: float | None = None
+    # Written before the alias moves and cleared once every write of the change is done: what is left to
+    # write ({"tags": the version's promotion.* tags, "card": its card line}). A change still pending
+    # was cut short by a crash, and the next promotion or rollback completes it first.
+    pending: dict | None = None
 
     @staticmethod
     def now(kind: ChangeKind, version: str, previous: str | None, reason: str, metric: str | None = None,
-            score: float | None = None, previous_score: float | None = None) -> "Change":
+            score: float | None = None, previous_score: float | None = None, **gate) -> "Change":
         try:
             user = getpass.getuser()
         except Exception:  # noqa: BLE001 - no login name (some containers): the host still says where
             user = "?"
         return Change(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), kind, version, previous, metric,
-                      score, previous_score, reason[:REASON_CHARS], f"{user}@{socket.gethostname()}")
+                      score, previous_score, reason[:REASON_CHARS], f"{user}@{socket.gethostname()}", **gate)
 
 
-def record(client, model: str, change: Change) -> None:
+def record(client, model: str, change: Change) -> str:
+    """Write `change` as a new entry; returns its key (for settle)."""
     # Microseconds in the key: two changes in one second keep their order, and keys sort as times do.
     key = PREFIX + time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f".{time.time_ns() // 1000 % 1_000_000:06d}Z"
     client.set_registered_model_tag(model, key, json.dumps(asdict(change)))
+    return key
+
+
+def settle(client, model: str, key: str, change: Change) -> None:
+    """Mark the entry at `key` done: nothing of it is left to write."""
+    client.set_registered_model_tag(model, key, json.dumps({**asdict(change), "pending": None}))
+
+
+def entries(client, model: str) -> list[tuple[str, Change]]:
+    """(key, change) of every entry, oldest first."""
+    tags = client.get_registered_model(model).tags
+    return [(k, Change(**json.loads(tags[k]))) for k in sorted(k for k in tags if k.startswith(PREFIX))]
 
 
 def read(client, model: str) -> list[Change]:
     """The model's champion changes, oldest first."""
-    tags = client.get_registered_model(model).tags
-    return [Change(**json.loads(tags[k])) for k in sorted(k for k in tags if k.startswith(PREFIX))]
+    return [c for _, c in entries(client, model)]
 
 
 def lineage(changes: list[Change]) -> list[str]:
     """The champions a rollback walks back through, oldest first; the last is the current champion.
-    A promotion stacks its version; a rollback unstacks down to the version it returned to."""
+    A promotion (forced or not) stacks its version; a rollback unstacks down to the version it returned to."""
     stack: list[str] = []
     for c in changes:
         if c.kind == "rollback" and c.version in stack:

@@ -1,25 +1,34 @@
 """The promotion gate: does a newly registered version replace the `champion`?
 
-The gate trusts no score a version reports about itself. It measures the challenger and the champion
-itself, from their registered weights, on the workspace's current holdout with the workspace's judge at
-the judge's frozen sample count and seed (flows.evaluate.judge_protocol), and decides on those numbers; the
-versions' own ``eval.*`` tags are shown beside them, never used (a wrong tag, or a version that lowered its
-own FD by sampling more, cannot buy a promotion). MLflow 3 deprecates registry stages, so the gate speaks
-in aliases and version tags:
+The gate trusts no score a version reports about itself, and no single evaluation draw. Per decision it
+draws fresh evaluation seeds (recorded with the decision, so nobody can tune a version to a known draw),
+measures the challenger and the champion from their registered weights at each of those seeds on the
+workspace's current holdout with the workspace's judge at the judge's frozen sample count
+(flows.evaluate.judge_protocol), and decides on the paired differences: the challenger is promoted only
+when the one-sided upper confidence bound of the mean paired difference, relative to the champion's
+score, lies below -min_effect (params.yaml `promotion`: draws, confidence, min_effect). Otherwise it is
+"kept: not distinguishable" (or worse), with the difference and its bound. A generator's Frechet distance
+moves 5-11% between draws (bench/RESULTS.md section 7); paired draws at the same latents cancel most of
+that, and the minimum effect covers what remains for two versions that are equal in all but noise
+(measured in bench/RESULTS.md section 8). The versions' own ``eval.*`` tags are shown beside the
+measurement, never used. MLflow 3 deprecates registry stages, so the gate speaks in aliases and tags:
 
 * every version put through the gate gets the alias ``challenger`` (the latest one judged);
-* it takes the alias ``champion`` only if its run did not fail, its weights load and give a finite
-  primary metric (lower is better; see flows.evaluate.PRIMARY), and it strictly beats the champion as
-  measured; with no champion yet, a valid version becomes champion; a tie or a worse score keeps the champion;
-* the decision, both measured scores and the reason are written as ``promotion.*`` tags on the challenger,
-  each measurement as ``reeval.*`` tags on the version measured.
+* it takes the alias ``champion`` only if its run did not fail, its weights load and give a finite primary
+  metric at every draw (lower is better; see flows.evaluate.PRIMARY), and it beats the champion beyond the
+  noise; with no champion yet, a valid version becomes champion;
+* the decision, its numbers (draws, seeds, scores, difference, bound) and the reason are written as
+  ``promotion.*`` tags on the challenger (flows.registry.versions.PromotionTags), each measurement as
+  ``reeval.*`` tags on the version measured; an operator may override with ``ganflow promote --force``.
 
 Promoting the current champion again is harmless: "kept", "already champion", and no alias or tag
 moves. A failed, unloadable or NaN version is "rejected": a recorded outcome, not an error. The gate
 needs the prepared data (data/processed, data/classifier) in the workspace.
 
 Every move of ``champion`` is also one entry in the model's history (flows.registry.history):
-``ganflow history`` lists it and ``rollback`` walks it back, recording why.
+``ganflow history`` lists it and ``rollback`` walks it back, recording why. The entry is written first,
+marked pending, and settled once the alias and the version's tags are written: a crash between them
+leaves a pending entry that the next promotion, force or rollback completes before anything else.
 
 Concurrency: read champion -> measure -> set alias runs as one promotion at a time per model. With a
 Prefect server (PREFECT_API_URL) the promotion holds the slot of a global concurrency limit on it,
@@ -34,22 +43,24 @@ import hashlib
 import json
 import math
 import os
+import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from filelock import FileLock, Timeout
 
-from flows import alerts
+from flows import alerts, faults
 from flows.env import RunPaths
 from flows.errors import UserError
-from flows.params import Params
+from flows.params import Params, PromotionConfig
 from flows.registry import history
 from flows.registry.card import with_promotion
-from flows.registry.versions import VersionTags
+from flows.registry.versions import PromotionTags, VersionTags
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -58,7 +69,8 @@ LOCK_TIMEOUT_S = 900  # a re-evaluation of two image models under the lock can t
 LEASE_S = 60  # a promoter that dies frees the Prefect slot after this long (renewed while it lives)
 BAD_RUN_STATUSES = ("FAILED", "KILLED")
 
-DecisionKind = Literal["promoted", "kept", "rejected", "rollback"]
+DecisionKind = Literal["promoted", "kept", "rejected", "rollback", "forced"]
+MOVES_CHAMPION = ("promoted", "rollback", "forced")
 
 
 @dataclass
@@ -68,17 +80,21 @@ class Decision:
     decision: DecisionKind
     reason: str
     metric: str | None
-    challenger_score: float | None
+    challenger_score: float | None  # the mean over the decision's draws
     champion_score: float | None
     champion_before: str | None  # champion version when the gate started (None: there was none)
     champion_after: str | None
     reevaluated: bool = False  # measured by the gate (always, but for failed runs and the champion itself)
     recorded: bool = True  # False: nothing to record (re-promoting the champion)
+    seeds: list[int] = field(default_factory=list)  # the evaluation seeds drawn for this decision
+    difference: float | None = None  # mean paired (challenger - champion) / champion's mean
+    bound: float | None = None  # its one-sided upper confidence bound
+    min_effect: float | None = None
 
     def summary(self) -> str:
         """The one line the CLI (and the pipeline log) prints."""
         head = f"{self.model} version {self.version}: {self.decision.upper()}"
-        if self.decision == "promoted":
+        if self.decision in ("promoted", "forced"):
             return f"{head} -> champion (was {_v(self.champion_before)}); {self.reason}"
         if self.decision == "rollback":
             return f"{self.model}: ROLLED BACK champion {_v(self.champion_before)} -> version {self.version}; {self.reason}"
@@ -96,6 +112,38 @@ def _v(version: str | None) -> str:
 
 def _fmt(x: float | None) -> str:
     return "none" if x is None else format(x, ".8g")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The paired comparison of two versions' scores at the same seeds (lower is better)."""
+
+    difference: float  # mean of (challenger - champion) / champion's mean: -0.05 is 5% better
+    bound: float  # its one-sided upper confidence bound
+    lower: float  # and the lower one
+    better: bool  # the bound is below -min_effect: better beyond the noise
+
+    def describe(self, confidence: float, min_effect: float) -> str:
+        return (f"paired difference {self.difference:+.2%} (its {confidence:.0%} upper bound {self.bound:+.2%}, "
+                f"{'below' if self.better else 'not below'} the -{min_effect:.1%} a promotion needs)")
+
+
+def paired_verdict(challenger: Sequence[float], champion: Sequence[float], confidence: float,
+                   min_effect: float) -> Verdict:
+    """Student's t bound on the mean paired difference. Pairing (both versions drawn at the same seeds,
+    so at the same latents) removes the draw-to-draw noise the two share; the t quantile covers what is
+    left at few draws; `min_effect` keeps a difference too small to matter (two copies of one generator
+    nudged by noise differ consistently at the 0.1% level) from counting as better."""
+    from scipy import stats
+
+    a, b = np.asarray(challenger, dtype=float), np.asarray(champion, dtype=float)
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(f"a paired verdict needs >= 2 draws of each, got {len(a)} and {len(b)}")
+    scale = float(b.mean()) if b.mean() > 0 else 1.0  # a champion at 0 cannot be beaten; avoid 0/0
+    d = (a - b) / scale
+    half = float(stats.t.ppf(confidence, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
+    mean = float(d.mean())
+    return Verdict(mean, mean + half, mean - half, mean + half < -min_effect)
 
 
 def promote(model_name: str, version: str, paths: RunPaths, params: Params, echo: bool = True) -> Decision:
@@ -120,6 +168,7 @@ def promote(model_name: str, version: str, paths: RunPaths, params: Params, echo
 
 
 def _decide(client, name: str, version: str, paths: RunPaths, params: Params) -> Decision:
+    recover(client, name)
     mv = _model_version(client, name, version)  # read again under the lock: tags may have moved
     champion = _champion(client, name)
     made: list[_Gauge] = []
@@ -131,8 +180,32 @@ def _decide(client, name: str, version: str, paths: RunPaths, params: Params) ->
 
     decision = judge(name, version, VersionTags.read(mv.tags),
                      (str(champion.version), VersionTags.read(champion.tags)) if champion is not None else None,
-                     failure=_run_failure(client, mv.run_id), gauge=gauge)
+                     failure=_run_failure(client, mv.run_id), gauge=gauge, rule=params.promotion)
     apply(client, decision)
+    return decision
+
+
+def force(model_name: str, version: str, paths: RunPaths, reason: str, echo: bool = True) -> Decision:
+    """An operator's override: `version` becomes champion without being measured, recorded in the history
+    and on the version as "forced" with `reason`."""
+    from mlflow.tracking import MlflowClient
+
+    version = str(version).strip()
+    client = MlflowClient()
+    _model_version(client, model_name, version)
+    with serialised(paths, model_name):
+        recover(client, model_name)
+        current = _champion(client, model_name)
+        before = str(current.version) if current is not None else None
+        if before == version:
+            decision = Decision(model_name, version, "kept", "already champion", None, None, None, before, before,
+                                recorded=False)
+        else:
+            decision = Decision(model_name, version, "forced", f"forced by an operator: {reason}", None, None, None,
+                                before, version)
+            apply(client, decision)
+    if echo:
+        print(decision.summary())
     return decision
 
 
@@ -145,6 +218,7 @@ def rollback(model_name: str, paths: RunPaths, reason: str, echo: bool = True) -
     client = MlflowClient()
     require_model(client, model_name)
     with serialised(paths, model_name):
+        recover(client, model_name)
         current = _champion(client, model_name)
         if current is None:
             raise UserError(f"model {model_name!r} has no champion: nothing to roll back")
@@ -227,48 +301,52 @@ def _prefect_slot(name: str) -> Iterator[None]:
 
 
 def judge(name: str, version: str, mine: VersionTags, champion: tuple[str, VersionTags] | None, *,
-          failure: str | None, gauge: Callable[[], _Gauge]) -> Decision:
+          failure: str | None, gauge: Callable[[], _Gauge], rule: PromotionConfig) -> Decision:
     """The gate's decision for `version` against the champion (its version and tags), moving nothing.
-    Both are measured by `gauge()`; their tags only decorate the reason."""
+    Both are measured by `gauge()` at the gauge's seeds; their tags only decorate the reason."""
     before = champion[0] if champion is not None else None
 
-    def decided(kind: DecisionKind, reason: str, metric: str | None, a: float | None, b: float | None,
-                measured: bool = True, recorded: bool = True) -> Decision:
+    def decided(kind: DecisionKind, reason: str, metric: str | None, a: list[float] | None = None,
+                b: list[float] | None = None, measured: bool = True, recorded: bool = True, seeds=(),
+                verdict: Verdict | None = None) -> Decision:
         after = version if kind == "promoted" else before
-        return Decision(name, version, kind, reason, metric, a, b, before, after, measured, recorded)
+        mean = lambda xs: float(np.mean(xs)) if xs else None  # noqa: E731
+        return Decision(name, version, kind, reason, metric, mean(a), mean(b), before, after, measured, recorded,
+                        list(seeds), verdict.difference if verdict else None, verdict.bound if verdict else None,
+                        rule.min_effect if verdict else None)
 
     if before == version:
         # Idempotent: nothing changes, and the record of how it became champion stays intact.
-        return decided("kept", "already champion", mine.primary_metric or None, None, None, measured=False,
-                       recorded=False)
+        return decided("kept", "already champion", mine.primary_metric or None, measured=False, recorded=False)
     if failure:
-        return decided("rejected", failure, mine.primary_metric or None, None, None, measured=False)
+        return decided("rejected", failure, mine.primary_metric or None, measured=False)
     g = gauge()
-    metric = g.metric
+    metric, seeds = g.metric, g.seeds
     said = _claims(mine, champion[1] if champion is not None else None, metric)
     try:
         a = g.measure(version)
     except Exception as exc:  # noqa: BLE001 - weights that cannot be loaded or run cannot be promoted
-        return decided("rejected", f"its weights could not be measured: {exc}"[:4900], metric, None, None)
+        return decided("rejected", f"its weights could not be measured: {exc}"[:4900], metric, seeds=seeds)
     if a is None:
-        return decided("rejected", f"its samples give a {metric} that is not a finite number (NaN/Inf); "
-                                   f"measured on {g.where}{said}", metric, None, None)
+        return decided("rejected", f"its samples give a {metric} that is not a finite number (NaN/Inf) at one "
+                                   f"or more draws; measured on {g.where}{said}", metric, seeds=seeds)
     if champion is None:
-        return decided("promoted", f"no champion yet; {metric} {_fmt(a)} measured on {g.where}{said}", metric, a, None)
+        return decided("promoted", f"no champion yet; {metric} {_fmt(np.mean(a))} over {g.where}{said}", metric,
+                       a, seeds=seeds)
     try:
         b = g.measure(before)
     except Exception as exc:  # noqa: BLE001 - fail closed: no decision without the champion's measurement
         raise UserError(f"{name} version {version}: cannot measure champion version {before} on the current "
                         f"holdout: {exc}; nothing was promoted") from None
     if b is None:
-        return decided("promoted", f"the champion's {metric} is not a finite number; measured on {g.where}{said}",
-                       metric, a, None)
-    where = f"measured on {g.where}{said}"
-    if a < b:
-        return decided("promoted", f"{metric} {_fmt(a)} < {_fmt(b)} of version {before} ({where})", metric, a, b)
-    rel = "=" if a == b else ">"
-    return decided("kept", f"{metric} {_fmt(a)} {rel} {_fmt(b)} of version {before}, not strictly better ({where})",
-                   metric, a, b)
+        return decided("promoted", f"the champion's {metric} is not a finite number; measured over "
+                                   f"{g.where}{said}", metric, a, seeds=seeds)
+    v = paired_verdict(a, b, rule.confidence, rule.min_effect)
+    scores = f"{metric} {_fmt(np.mean(a))} vs {_fmt(np.mean(b))} of version {before}, {v.describe(rule.confidence, rule.min_effect)}; over {g.where}{said}"
+    if v.better:
+        return decided("promoted", f"better beyond the noise: {scores}", metric, a, b, seeds=seeds, verdict=v)
+    verdict = "worse than the champion" if v.lower > rule.min_effect else "not distinguishable from the champion"
+    return decided("kept", f"{verdict}: {scores}", metric, a, b, seeds=seeds, verdict=v)
 
 
 def _claims(mine: VersionTags, theirs: VersionTags | None, metric: str) -> str:
@@ -280,31 +358,75 @@ def _claims(mine: VersionTags, theirs: VersionTags | None, metric: str) -> str:
 
 
 def apply(client, d: Decision) -> None:
-    """Move the aliases a decision names, record it on its version as promotion.* tags and, when the
-    champion changed, in the model's history."""
-    # Re-promoting the champion moves nothing, not even `challenger`; a rollback judges no challenger.
-    if d.champion_before != d.version and d.decision != "rollback":
+    """Move the aliases a decision names and record it: on its version as promotion.* tags and, when the
+    champion changes, in the model's history. The history entry is written first, pending, and settled
+    last, so a crash anywhere in between is completed by `recover` (see the module docstring)."""
+    # Re-promoting the champion moves nothing, not even `challenger`; a rollback or a force judges no challenger.
+    if d.champion_before != d.version and d.decision in ("promoted", "kept", "rejected"):
         client.set_registered_model_alias(d.model, CHALLENGER, d.version)
-    if d.decision in ("promoted", "rollback"):
-        client.set_registered_model_alias(d.model, CHAMPION, d.version)
-        history.record(client, d.model, history.Change.now(d.decision, d.version, d.champion_before, d.reason,
-                                                           d.metric, d.challenger_score, d.champion_score))
     if not d.recorded:
         return
-    tags = {
-        "promotion.decision": d.decision,
-        "promotion.reason": d.reason[:4900],
-        "promotion.metric": d.metric or "none",
-        "promotion.challenger_score": _fmt(d.challenger_score),
-        "promotion.champion_score": _fmt(d.champion_score),
-        "promotion.champion_version": d.champion_before or "none",
-        "promotion.reevaluated": str(d.reevaluated).lower(),
-        "promotion.at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    for k, v in tags.items():
-        client.set_model_version_tag(d.model, d.version, k, v)
-    card = client.get_model_version(d.model, d.version).description
-    client.update_model_version(d.model, d.version, description=with_promotion(card, d.summary()))
+    tags = _promotion_tags(d).as_mlflow()
+    card = d.summary()
+    if d.decision in MOVES_CHAMPION:
+        change = history.Change.now(d.decision, d.version, d.champion_before, d.reason, d.metric, d.challenger_score,
+                                    d.champion_score, draws=len(d.seeds) or None, seeds=d.seeds or None,
+                                    difference=d.difference, bound=d.bound, min_effect=d.min_effect)
+        pending = history.Change(**{**asdict(change), "pending": {"tags": _short(tags), "card": card[:1000]}})
+        key = history.record(client, d.model, pending)
+        faults.point("promote.history")
+        _complete(client, d.model, d.version, tags, card)
+        history.settle(client, d.model, key, change)
+    else:
+        _record_on_version(client, d.model, d.version, tags, card)
+
+
+def _promotion_tags(d: Decision) -> PromotionTags:
+    return PromotionTags(
+        decision=d.decision, reason=d.reason[:4900], metric=d.metric or "none",
+        challenger_score=_fmt(d.challenger_score), champion_score=_fmt(d.champion_score),
+        champion_version=d.champion_before or "none", reevaluated=str(d.reevaluated).lower(),
+        draws=str(len(d.seeds)), seeds=json.dumps(d.seeds), difference=_fmt(d.difference), bound=_fmt(d.bound),
+        min_effect=_fmt(d.min_effect), at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+
+def _short(tags: dict[str, str]) -> dict[str, str]:
+    # The pending entry holds the reason already (Change.reason); one tag value holds 5,000 characters.
+    return {k: (v[:history.REASON_CHARS // 2] if k.endswith(".reason") else v) for k, v in tags.items()}
+
+
+def _complete(client, model: str, version: str, tags: dict[str, str], card: str) -> None:
+    """The writes of a champion change after its history entry: the alias, then the version's record.
+    Each is idempotent, so `recover` may repeat them all."""
+    client.set_registered_model_alias(model, CHAMPION, version)
+    faults.point("promote.alias")
+    _record_on_version(client, model, version, tags, card)
+
+
+def _record_on_version(client, model: str, version: str, tags: dict[str, str], card: str) -> None:
+    for k, v in tags.items():  # promotion.decision last (PromotionTags.as_mlflow): the mark of a decided version
+        client.set_model_version_tag(model, version, k, v)
+    description = client.get_model_version(model, version).description
+    client.update_model_version(model, version, description=with_promotion(description, card))
+
+
+def recover(client, name: str) -> str | None:
+    """Complete a champion change that a crash cut short (its history entry still pending): the alias and
+    the version's tags as the decision had them. Returns the version it completed, else None. Called under
+    the promotion lock before every decision, force and rollback."""
+    try:
+        found = history.entries(client, name)
+    except Exception:  # noqa: BLE001 - no such model yet: nothing to recover
+        return None
+    if not found or found[-1][1].pending is None:
+        return None
+    key, change = found[-1]
+    pending = change.pending or {}
+    _complete(client, name, change.version, pending.get("tags", {}), pending.get("card", change.reason))
+    history.settle(client, name, key, change)
+    print(f"{name}: completed the {change.kind} of version {change.version} that an interrupted gate had "
+          "recorded but not finished (alias and tags written now)")
+    return change.version
 
 
 def require_model(client, name: str, version: str | None = None) -> None:
@@ -378,9 +500,10 @@ def _run_failure(client, run_id: str | None) -> str | None:
 
 class _Gauge:
     """The gate's measurement: a registered version's primary metric on the workspace's current holdout,
-    by its current judge at the judge's frozen sample count and seed, recorded on the version (reeval.*)."""
+    by its current judge at the judge's frozen sample count, at each of `seeds` (drawn fresh for this
+    decision), recorded on the version (reeval.*)."""
 
-    def __init__(self, client, name: str, paths: RunPaths, params: Params):
+    def __init__(self, client, name: str, paths: RunPaths, params: Params, seeds: list[int] | None = None):
         from flows import evaluate as ev
         from flows.data.load import CLASSIFIER, PROCESSED, load_manifest
 
@@ -398,28 +521,34 @@ class _Gauge:
         self.evaluator_version = json.loads(info.read_text())["evaluator_version"]
         self.data_version = _data_version(ws, manifest)
         self.evaluator = ev.Evaluator(ws, split="holdout")  # holdout features computed once, for both models
-        self.protocol = ev.judge_protocol(ws, params)  # sample count and seed frozen with the judge
-        self.where = (f"holdout {self.data_version[:12]}, evaluator {self.evaluator_version}, "
-                      f"{self.protocol[0]} samples at seed {self.protocol[1]}")
+        self.samples = ev.judge_protocol(ws, params)[0]  # the sample count frozen with the judge
+        # Fresh per decision, from the OS's entropy: no version can be fitted to a draw known in advance.
+        self.seeds = seeds if seeds is not None else [secrets.randbelow(2**31) for _ in range(params.promotion.draws)]
+        self.where = (f"{len(self.seeds)} paired draws of {self.samples} samples (seeds {self.seeds}) on holdout "
+                      f"{self.data_version[:12]}, evaluator {self.evaluator_version}")
 
-    def measure(self, version: str) -> float | None:
-        """The version's primary metric; None when not finite."""
+    def measure(self, version: str) -> list[float] | None:
+        """The version's primary metric at each seed; None when any draw is not finite."""
         from flows.registry.versions import load_generator
 
         G = load_generator(f"models:/{self.name}/{version}")
-        # full=False: the primary metric (fd / reverse_kl) without the k-NN extras nobody compares here.
-        metrics, samples = self.evaluator.measure(G, *self.protocol, full=False)
-        # NaN/Inf samples are no generator, whatever a metric that skips them would say.
-        value = float(metrics[self.metric]) if bool(samples.isfinite().all()) else math.nan
+        values = []
+        for seed in self.seeds:
+            # full=False: the primary metric (fd / reverse_kl) without the k-NN extras nobody compares here.
+            metrics, samples = self.evaluator.measure(G, self.samples, seed, full=False)
+            # NaN/Inf samples are no generator, whatever a metric that skips them would say.
+            values.append(float(metrics[self.metric]) if bool(samples.isfinite().all()) else math.nan)
+        finite = all(math.isfinite(v) for v in values)
         tags = {
-            f"reeval.{self.metric}": _fmt(value),
+            f"reeval.{self.metric}": _fmt(float(np.mean(values))),
+            "reeval.draws": str(len(values)),
             "reeval.data_version": self.data_version,
             "reeval.evaluator_version": self.evaluator_version,
             "reeval.at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         for k, v in tags.items():
             self.client.set_model_version_tag(self.name, version, k, v)
-        return value if math.isfinite(value) else None
+        return values if finite else None
 
 
 def _data_version(workspace: Path, manifest: dict) -> str:

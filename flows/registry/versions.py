@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
 
@@ -31,6 +31,45 @@ TRAINING_STATE = "training_state.pt"  # G, D, both optimisers, EMA: what --init-
 SCORE_PREFIX = "eval."  # a version's own holdout scores: eval.fd, eval.reverse_kl, ...
 
 
+PROMOTION_PREFIX = "promotion."
+
+
+@dataclass(frozen=True)
+class PromotionTags:
+    """The gate's decision on a version, as its ``promotion.*`` tags (flows.registry.promote writes them,
+    through this class only). Scores are the means over the decision's paired draws; `difference` is the
+    mean paired difference (challenger - champion) relative to the champion's mean, `bound` its one-sided
+    upper confidence bound. A version without a ``promotion.decision`` tag was never gated."""
+
+    decision: str
+    reason: str
+    metric: str = "none"
+    challenger_score: str = "none"
+    champion_score: str = "none"
+    champion_version: str = "none"
+    reevaluated: str = "false"
+    draws: str = "0"
+    seeds: str = "[]"  # JSON list: the evaluation seeds drawn for this decision
+    difference: str = "none"
+    bound: str = "none"
+    min_effect: str = "none"
+    at: str = ""
+
+    def as_mlflow(self) -> dict[str, str]:
+        """Tag name -> value, `promotion.decision` last: it marks the version gated, so a crash while the
+        tags are written leaves the version ungated (and the next run gates it again), never half-decided."""
+        tags = {f"{PROMOTION_PREFIX}{k}": v for k, v in asdict(self).items() if k != "decision"}
+        return {**tags, f"{PROMOTION_PREFIX}decision": self.decision}
+
+    @classmethod
+    def read(cls, tags: Mapping[str, str]) -> PromotionTags | None:
+        if f"{PROMOTION_PREFIX}decision" not in tags:
+            return None
+        names = {f.name for f in fields(cls)}
+        return cls(**{k[len(PROMOTION_PREFIX):]: v for k, v in tags.items()
+                      if k.startswith(PROMOTION_PREFIX) and k[len(PROMOTION_PREFIX):] in names})
+
+
 @dataclass(frozen=True)
 class VersionTags:
     """The tags every registered version carries: written by the pipeline's register task and read by the
@@ -44,6 +83,7 @@ class VersionTags:
     evaluator_version: str = ""  # scores compare only on the same holdout with the same evaluator
     primary_metric: str = ""
     scores: dict[str, str] = field(default_factory=dict)  # metric -> the tag's text, nan/inf included
+    promotion: PromotionTags | None = None  # the gate's decision; None: never gated
 
     @classmethod
     def of_run(cls, *, data_version: str, config_hash: str, git_sha: str, ray_run: str, evaluator_version: str,
@@ -53,15 +93,16 @@ class VersionTags:
 
     @classmethod
     def read(cls, tags: Mapping[str, str]) -> VersionTags:
-        fields = {k: tags.get(k, "") for k in ("data_version", "config_hash", "git_sha", "ray_run",
+        named = {k: tags.get(k, "") for k in ("data_version", "config_hash", "git_sha", "ray_run",
                                                 "evaluator_version", "primary_metric")}
         scores = {k[len(SCORE_PREFIX):]: v for k, v in tags.items() if k.startswith(SCORE_PREFIX)}
-        return cls(**fields, scores=scores)
+        return cls(**named, scores=scores, promotion=PromotionTags.read(tags))
 
     def as_mlflow(self) -> dict[str, str]:
         tags = {k: getattr(self, k) for k in ("data_version", "config_hash", "git_sha", "ray_run",
                                               "evaluator_version", "primary_metric")}
-        return {**tags, **{f"{SCORE_PREFIX}{k}": v for k, v in self.scores.items()}}
+        promotion = self.promotion.as_mlflow() if self.promotion is not None else {}
+        return {**tags, **{f"{SCORE_PREFIX}{k}": v for k, v in self.scores.items()}, **promotion}
 
     def stored_score(self, metric: str | None) -> float | None:
         """The stored score as a finite float, else None (missing, unparsable, NaN or Inf)."""
@@ -169,6 +210,17 @@ def version_for_run(model_name: str, ray_run: str) -> tuple[str, dict[str, str]]
         return None
     mv = max(versions, key=lambda v: int(v.version))
     return str(mv.version), dict(mv.tags)
+
+
+def newest_ungated(model_name: str) -> str | None:
+    """The newest version the gate never decided on (no ``promotion.decision`` tag): a run that crashed
+    between registering it and the gate's decision. None when the newest has a decision, or no versions."""
+    try:
+        found = MlflowClient().search_model_versions(f"name = '{model_name}'")
+    except mlflow.exceptions.MlflowException:
+        return None  # no such model yet
+    ungated = [v for v in found if PromotionTags.read(v.tags) is None]
+    return str(max(ungated, key=lambda v: int(v.version)).version) if ungated else None
 
 
 def version_summary(model_name: str, version: str) -> dict:

@@ -1,5 +1,5 @@
 """Alerts (issue 16): a rejected promotion, and (tests/test_pipeline_integration.py) a failed run, reach a
-webhook; its URL's secrets never print."""
+webhook; its URL's secrets (user info, query, path) never print."""
 from __future__ import annotations
 
 from test_promote import empty_store, make_version, open_store, ring8_params, run_cli  # noqa: F401 - a fixture
@@ -17,7 +17,7 @@ def test_a_rejected_promotion_is_sent_and_the_url_secret_never_prints(workspace,
     assert body["event"] == "promotion_rejected" and body["model"] == "ganflow-digits" and body["version"] == "1"
     assert "FAILED" in body["reason"] and body["text"].startswith("ganflow promotion rejected: ")
     assert body["path"] == "/hook?token=s3cret-t0ken" and body["auth"].startswith("Basic ")  # user:password
-    assert f"alert: promotion_rejected sent to http://alerts:***@127.0.0.1:{receiver.port}/hook?token=***" in out
+    assert f"alert: promotion_rejected sent to http://alerts:***@127.0.0.1:{receiver.port}/***?token=***" in out
     assert "s3cret" not in out + err
 
 
@@ -27,6 +27,6 @@ def test_an_unreachable_destination_does_not_fail_anything(capsys, monkeypatch):
     monkeypatch.setenv("GANFLOW_ALERT_WEBHOOK", "http://x:pw-123@127.0.0.1:9/hook")  # port 9: nothing there
     assert alerts.send("run_failed", "boom", stage="train") is False
     out = capsys.readouterr().out
-    assert "could not reach http://x:***@127.0.0.1:9/hook" in out and "pw-123" not in out
+    assert "could not reach http://x:***@127.0.0.1:9/***" in out and "pw-123" not in out
     monkeypatch.delenv("GANFLOW_ALERT_WEBHOOK")
     assert alerts.send("run_failed", "boom") is False  # no destination configured: silent

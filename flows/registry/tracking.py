@@ -15,7 +15,7 @@ from flows import env
 from flows.conventions import EVAL_PREFIX
 from flows.env import RunPaths
 from flows.errors import UserError
-from flows.servers import redact
+from flows.servers import redact, redact_text
 from flows.params import Params, flatten
 from flows.run.identity import RunIdentity
 
@@ -34,7 +34,8 @@ def experiment_id(params: Params, paths: RunPaths) -> str:
     try:
         exp = client.get_experiment_by_name(params.experiment)
     except Exception as exc:  # an unreachable server: say which one
-        raise UserError(f"cannot reach MLflow at {redact(mlflow.get_tracking_uri())}: {exc}") from None
+        uri = redact(mlflow.get_tracking_uri())
+        raise UserError(f"cannot reach MLflow at {uri}: {redact_text(str(exc))}") from None
     if exp is not None:
         return exp.experiment_id
     # With the embedded SQLite store, keep artifacts in the run dir (default would be ./mlruns).
@@ -128,9 +129,10 @@ def exploit_epochs(run_id: str) -> list[int]:
 
 
 def fail_run(run_id: str, reason: str) -> None:
-    """FAILED, with the reason where people look (a tag shown in the runs table)."""
+    """FAILED, with the reason where people look (a tag shown in the runs table), its secrets masked:
+    MLflow's own errors name the request URL with its credentials."""
     client = MlflowClient()
-    client.set_tag(run_id, "ganflow.failure", reason[:5000])
+    client.set_tag(run_id, "ganflow.failure", redact_text(reason)[:5000])  # redacted whole: a cut URL hides less
     client.set_terminated(run_id, "FAILED")
 
 

@@ -14,6 +14,7 @@ from flows.servers import WEBHOOK_ENV, redact, redact_text
 
 ENV = WEBHOOK_ENV
 TIMEOUT_S = 10
+REASON_CHARS = 2000  # cut after redaction: a URL cut before it could keep its secret
 
 
 def destination() -> str | None:
@@ -25,7 +26,7 @@ def send(event: str, reason: str, **fields: str | None) -> bool:
     url = destination()
     if url is None:
         return False
-    reason = redact_text(reason)
+    reason = redact_text(reason)[:REASON_CHARS]
     shown = {k: redact_text(v) for k, v in fields.items() if v is not None}
     body = {"event": event, "reason": reason, **shown}
     where = ", ".join(f"{k} {v}" for k, v in shown.items() if v)

@@ -30,3 +30,15 @@ def test_an_unreachable_destination_does_not_fail_anything(capsys, monkeypatch):
     assert "could not reach http://x:***@127.0.0.1:9/***" in out and "pw-123" not in out
     monkeypatch.delenv("GANFLOW_ALERT_WEBHOOK")
     assert alerts.send("run_failed", "boom") is False  # no destination configured: silent
+
+
+def test_a_long_reason_is_cut_after_its_secrets_are_masked(monkeypatch, receiver):
+    from flows import alerts
+
+    monkeypatch.setenv("GANFLOW_ALERT_WEBHOOK", receiver.url())
+    # the cut falls inside the password: cut first, the URL would lose its `@` and keep the password's start
+    reason = "x" * (alerts.REASON_CHARS - 20) + " http://ganflow:S3CRET-pw@mlflow.example/api/2.0/mlflow/runs/get"
+    assert alerts.send("run_failed", reason, stage="train")
+    [body] = receiver.bodies
+    assert body["reason"] == reason.replace(":S3CRET-pw@", ":***@")[:alerts.REASON_CHARS]
+    assert "S3CR" not in body["reason"] + body["text"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 from prefect import flow  # noqa: F401 - sets up Prefect's logging as the pipeline's import does (before caplog's)
@@ -134,3 +135,16 @@ def test_a_failing_runs_secrets_reach_neither_mlflow_nor_the_logs_nor_the_alert(
         assert secret not in json.dumps(run.data.tags), "MLflow"
         assert secret not in json.dumps(body), "alert body"
         assert secret not in out.out + out.err + caplog.text + "".join(written), "logs"
+
+
+def test_a_searchs_failed_trials_keep_their_reason_not_its_secrets(store, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from flows.registry import tracking
+
+    reason = "API request to http://ganflow:S3CRET-pw@127.0.0.1:9/api/2.0/mlflow/runs/log-batch failed"
+    client = MlflowClient()
+    parent = client.create_run(client.create_experiment("search", (tmp_path / "art").as_uri())).info.run_id
+    tracking.log_trials(parent, [{"status": "error", "reason": reason}], {}, 1.0)
+    [trial] = json.loads(Path(client.download_artifacts(parent, "trials.json", str(tmp_path))).read_text())
+    assert trial["reason"] == reason.replace("ganflow:S3CRET-pw@", "ganflow:***@")

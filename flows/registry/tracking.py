@@ -173,7 +173,7 @@ def log_trials(parent_run_id: str, trials: list[dict], best_config: dict, wall_s
     client = MlflowClient()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "trials.json"
-        path.write_text(json.dumps(trials, indent=2, default=str))
+        path.write_text(redact_text(json.dumps(trials, indent=2, default=str)))  # failed trials' reasons
         client.log_artifact(parent_run_id, str(path))
     client.log_metric(parent_run_id, "trials_failed", sum(t["status"] != "ok" for t in trials))
     client.log_metric(parent_run_id, "search_wall_s", wall_s)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -199,58 +198,25 @@ def prepare(workspace: Path = Workspace,
             name: Optional[str] = typer.Option(None, help="dataset name (default: the source's name)"),
             image_size: Optional[int] = typer.Option(None, help="8, 16, 32 or 64"),
             channels: Optional[int] = typer.Option(None, help="1 (grayscale) or 3 (RGB)")):
-    """Prepare the dataset under DVC (import --source into data/raw first). --source/--name/--image-size/
-    --channels change the workspace's data: they are written into params.yaml (unlike a run's --set)."""
+    """Prepare the dataset under DVC (import --source into data/raw first, DVC-tracked there). --source/--name/
+    --image-size/--channels change the workspace's data: they are written into params.yaml (unlike a run's
+    --set)."""
     paths = configure(workspace)
     from flows import params
-    from flows.data import dvc
+    from flows.data import dvc, importer
 
-    sets = []
-    if source is not None:
-        sets += [f"data.source={import_source(source, paths.workspace)}", f"data.name={name or _stem(source)}"]
-    elif name:
-        sets.append(f"data.name={name}")
-    sets += [f"data.image_size={image_size}"] * (image_size is not None)
-    sets += [f"data.channels={channels}"] * (channels is not None)
-    params.write_overrides(paths.workspace, sets)
-    print(f"data version {dvc.repro(paths)[0]}")
-
-
-def _stem(source: Path) -> str:
-    return source.name.removesuffix(".zip") or "images"
-
-
-def _special_files(folder: str, names: list[str]) -> list[str]:
-    """copytree's ignore: FIFOs, sockets, devices cannot be copied (a FIFO blocks) nor versioned."""
-    import stat
-
-    special = [n for n in names if stat.S_IFMT(os.lstat(os.path.join(folder, n)).st_mode)
-               not in (stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK)]
-    for n in special:
-        print(f"  not imported: {os.path.join(folder, n)} (not a regular file)")
-    return special
-
-
-def import_source(source: Path, workspace: Path) -> str:
-    """Copy an image folder/zip into data/raw/ so DVC versions it; returns the path for params.yaml."""
-    source = source.expanduser().resolve()
-    raw = workspace / "data" / "raw"
-    if not source.exists():
-        raise UserError(f"--source {source} does not exist")
-    if source.is_relative_to(raw):
-        return str(source.relative_to(workspace))
-    if not (source.is_dir() or source.suffix.lower() == ".zip"):
-        raise UserError(f"--source {source} must be a folder or a .zip of PNG/JPEG images")
-    dest = raw / source.name
-    if dest.exists():
-        shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
-    raw.mkdir(parents=True, exist_ok=True)
-    if source.is_dir():
-        # symlinks=True copies links as links; the loader skips them, so nothing outside is read.
-        shutil.copytree(source, dest, symlinks=True, ignore=_special_files)
-    else:
-        shutil.copy2(source, dest)
-    return str(dest.relative_to(workspace))
+    # Held like a run: rebuilding data/processed under a running evaluation or gate would change its data.
+    with hold_workspace(paths, "ganflow prepare"):
+        sets = []
+        if source is not None:
+            sets += [f"data.source={importer.import_source(source, paths.workspace)}",
+                     f"data.name={name or importer.dataset_name(source)}"]
+        elif name:
+            sets.append(f"data.name={name}")
+        sets += [f"data.image_size={image_size}"] * (image_size is not None)
+        sets += [f"data.channels={channels}"] * (channels is not None)
+        params.write_overrides(paths.workspace, sets)
+        print(f"data version {dvc.repro(paths)[0]}")
 
 
 # The params file the stage reads: the one dvc.yaml names for it (params.run.yaml; an older dvc.yaml names

@@ -1,4 +1,5 @@
-"""`ganflow prepare --source` on an image folder and a zip, under real DVC; push/pull round trip."""
+"""`ganflow prepare --source` on an image folder and a zip, under real DVC; push/pull round trip of the
+prepared data and the raw imports; prepare refused while a run holds the workspace."""
 from __future__ import annotations
 
 import json
@@ -8,9 +9,11 @@ import zipfile
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from conftest import BIN, clean_env, ganflow
+from flows.env import RunPaths, hold_workspace
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +39,11 @@ def test_prepare_image_folder_then_zip_versions_data_and_pushes_it(workspace, tm
     assert sum(manifest["counts"].values()) == 24 and min(manifest["counts"].values()) >= 1  # train/val/holdout
     assert [s["file"] for s in manifest["skipped"]] == ["light/notes.png"]
     assert (workspace / "data/raw/shapes/dark/0.png").exists()  # imported, so DVC hashes it
+    # A DVC data source of its own, completed by `dvc repro` and committed with dvc.lock.
+    tracked = yaml.safe_load((workspace / "data/raw/shapes.dvc").read_text())["outs"][0]
+    assert tracked["path"] == "shapes" and tracked["md5"].endswith(".dir") and tracked["nfiles"] == 25
+    assert "/shapes" in (workspace / "data/raw/.gitignore").read_text().split()
+    imported = {p.relative_to(images): p.read_bytes() for p in images.rglob("*") if p.is_file()}
     first = (workspace / "dvc.lock").read_text()
 
     # The same images as a zip with one more image: a new data version.
@@ -50,13 +58,32 @@ def test_prepare_image_folder_then_zip_versions_data_and_pushes_it(workspace, tm
     assert sum(manifest["counts"].values()) == 25
     assert (workspace / "dvc.lock").read_text() != first
 
-    # dvc push happened: remove the outputs and the cache, pull them back from the local remote.
-    shutil.rmtree(workspace / "data/processed")
-    shutil.rmtree(workspace / ".dvc/cache")
+    # dvc push happened: remove the outputs, the raw imports and the cache, pull them back from the local
+    # remote (as a clone of the workspace's git would).
+    for gone in ("data/processed", "data/raw/shapes", ".dvc/cache"):
+        shutil.rmtree(workspace / gone)
+    (workspace / "data/raw/shapes2.zip").unlink()
     env = clean_env(workspace / ".ganflow")
     pull = subprocess.run([str(BIN / "dvc"), "pull", "-q"], cwd=workspace, env=env, capture_output=True, text=True)
     assert pull.returncode == 0, pull.stderr
     assert json.loads((workspace / "data/processed/manifest.json").read_text()) == manifest
+    raw = workspace / "data/raw/shapes"
+    assert {p.relative_to(raw): p.read_bytes() for p in raw.rglob("*") if p.is_file()} == imported
+    assert (workspace / "data/raw/shapes2.zip").read_bytes() == archive.read_bytes()
+
+
+def test_prepare_is_refused_while_a_run_holds_the_workspace(workspace, tmp_path):
+    images = _image_folder(tmp_path / "shapes", per_class=2)
+    before = (workspace / "params.yaml").read_text()
+    with hold_workspace(RunPaths(workspace, workspace / ".ganflow"), "ganflow pipeline"):
+        proc = ganflow(workspace, "prepare", "--source", str(images))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.startswith("ganflow: error: another ganflow run is using workspace")
+    assert "(ganflow pipeline, pid" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stdout + proc.stderr
+    # Refused before anything changed: nothing imported, params.yaml and data/ as they were.
+    assert not (workspace / "data/raw/shapes").exists() and (workspace / "params.yaml").read_text() == before
+    assert not (workspace / "data/processed").exists()
 
 
 def test_prepare_rejects_a_missing_source_cleanly(workspace):

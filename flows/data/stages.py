@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from flows.data.importer import check_zip
 from flows.data.load import CLASSIFIER, PROCESSED, load_manifest, load_split, md5
 from flows.errors import UserError
 from flows.params import Params
@@ -36,6 +38,8 @@ def _load_source(params: Params, workspace: Path):
     src = src if src.is_absolute() else workspace / src
     if not src.exists():
         raise UserError(f"data.source {d.source!r} does not exist (a folder or .zip of PNG/JPEG images)")
+    if src.is_file() and zipfile.is_zipfile(src):
+        check_zip(src)  # a zip put in data/raw by hand has the import's budget too
     try:
         return gdata.load_images(src, d.image_size, d.channels)
     except ValueError as exc:

@@ -166,3 +166,18 @@ def test_a_source_inside_data_raw_is_tracked_where_it_is(tmp_path):
         importer.import_source(ws / "data/raw", ws)
     with pytest.raises(UserError, match="holds .*data/raw, where imports are copied to"):
         importer.import_source(ws, ws)
+
+
+def test_a_tracked_import_deleted_by_hand_stops_the_data_stages_with_what_to_do(tmp_path):
+    from flows.data import dvc
+    from flows.env import RunPaths
+
+    ws = tmp_path / "ws"
+    importer.import_source(_folder(tmp_path / "shapes", {"a.png": PNG}), ws)
+    (ws / "dvc.yaml").write_bytes((Path(__file__).parents[1] / "dvc.yaml").read_bytes())
+    importer.check_imports_present(ws)
+    (ws / "data/raw/shapes/a.png").unlink()
+    (ws / "data/raw/shapes").rmdir()
+    with pytest.raises(UserError, match=r"data/raw/shapes is missing, and data/raw/shapes\.dvc tracks it: "
+                                         r"`dvc pull data/raw/shapes\.dvc` brings it back"):
+        dvc.repro(RunPaths(ws, ws / ".ganflow"), push=False)  # refused before DVC runs

@@ -11,6 +11,7 @@ import yaml
 from filelock import FileLock
 
 from flows import params as params_mod
+from flows.data import importer
 from flows.env import RunPaths
 from flows.errors import UserError
 
@@ -52,6 +53,7 @@ def repro(paths: RunPaths, overrides: list[str] | None = None, push: bool = True
     dvc.yaml's stages read; params.yaml is never written). A file lock queues concurrent pipelines: two
     `dvc repro` at once break. Returns the data version and the run's parameter values (its one reading)."""
     _check_reach(paths.workspace, overrides or [])
+    importer.check_imports_present(paths.workspace)
     ensure_workspace(paths)
     with FileLock(str(paths.home / "dvc-repro.lock")):
         raw = params_mod.write_run_params(paths.workspace, overrides or [])

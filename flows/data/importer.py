@@ -86,6 +86,17 @@ def track(entry: Path) -> None:
         dvcfile.write_text(yaml.safe_dump({"outs": [{"path": entry.name}]}, sort_keys=False))
 
 
+def check_imports_present(workspace: Path) -> None:
+    """An import deleted by hand while its .dvc file stays: `dvc repro` would stop on it ("missing data
+    'source'"), whatever dataset the run uses. Say what to do instead."""
+    for dvcfile in sorted((workspace / RAW).glob("*.dvc")):
+        entry = dvcfile.with_suffix("")  # `dvc add`'s naming: data/raw/<name>.dvc tracks data/raw/<name>
+        if not os.path.lexists(entry):
+            rel = dvcfile.relative_to(workspace)
+            raise UserError(f"{entry.relative_to(workspace)} is missing, and {rel} tracks it: `dvc pull {rel}` "
+                            f"brings it back, `dvc remove {rel}` drops the import")
+
+
 def _swap(new: Path, dest: Path, previous: Path) -> None:
     """Put `new` at `dest`; the previous import goes to `previous` (in the staging folder, removed after)."""
     if os.path.lexists(dest):

@@ -133,8 +133,10 @@ def test_a_failed_import_leaves_the_previous_one_as_it_was(tmp_path, monkeypatch
         importer.import_source(tmp_path / "set.zip", ws)
     assert (ws / "data/raw/set.zip").read_bytes() == good and not _leftovers(ws)
 
-    # Within the budget, the new folder replaces the old one whole: no file of the first remains.
+    # Within the budget, the new folder replaces the old one whole: no file of the first remains, nor what
+    # a crashed import left behind.
     monkeypatch.setattr(importer, "MAX_IMPORT_FILES", 3)
+    _folder(ws / "data/raw" / f"{importer.STAGING}crashed", {"previous/0.png": PNG})
     importer.import_source(bigger, ws)
     assert _files(ws / "data/raw/shapes") == _files(bigger) and not _leftovers(ws)
 

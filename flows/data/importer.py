@@ -44,6 +44,8 @@ def import_source(source: Path, workspace: Path) -> str:
     if raw.is_relative_to(source):
         raise UserError(f"--source {source} holds {raw}, where imports are copied to: name the image folder itself")
     raw.mkdir(parents=True, exist_ok=True)
+    for leftover in raw.glob(f"{STAGING}*"):  # a crashed import's (its previous import is in the DVC remote)
+        shutil.rmtree(leftover, ignore_errors=True)
     dest = raw / source.name
     staging = Path(tempfile.mkdtemp(prefix=STAGING, dir=raw))
     try:

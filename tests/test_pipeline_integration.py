@@ -132,14 +132,20 @@ def test_point_data_with_a_recipe_and_a_diverged_run_never_registered(workspace,
     assert mlflow.pyfunc.load_model("models:/ganflow-ring8/1").predict(z_and_class).shape == (3, 2)
 
     # Absurd learning rates blow up: the run stops, is recorded FAILED with its reason, never registered.
+    hook = f"http://alerts:s3cret-t0ken@127.0.0.1:{receiver.port}/services/T000/B000/s3cret-path?token=s3cret-t0ken"
     bad = ganflow(workspace, "pipeline", *tiny, "--set", "optim.lr_d=1e30", "--set", "optim.lr_g=1e30",
-                  env={"GANFLOW_ALERT_WEBHOOK": receiver.url()})
+                  env={"GANFLOW_ALERT_WEBHOOK": hook})
     assert bad.returncode == 1
     assert "diverged: NaN/Inf" in bad.stderr
-    # ...and whoever watches the runs hears it, from the stage that failed (issue 16); the URL's secret never prints.
+    # ...and whoever watches the runs hears it, from the stage that failed (issue 16); the URL's secrets (user
+    # info, query, a Slack-style path) never print, nor reach the alert's body or any file of the run dir
+    # (MLflow's and Prefect's databases, logs) (issue 25).
     [alert] = receiver.bodies
+    assert alert.pop("path") == "/services/T000/B000/s3cret-path?token=s3cret-t0ken" and alert.pop("auth")
     assert (alert["event"], alert["stage"]) == ("run_failed", "train") and "diverged" in alert["reason"]
-    assert "s3cret" not in bad.stdout + bad.stderr
+    assert f"sent to http://alerts:***@127.0.0.1:{receiver.port}/***?token=***" in bad.stdout + bad.stderr
+    assert "s3cret" not in bad.stdout + bad.stderr + json.dumps(alert)
+    assert not [f for f in (workspace / ".ganflow").rglob("*") if f.is_file() and b"s3cret" in f.read_bytes()]
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()

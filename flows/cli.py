@@ -460,11 +460,11 @@ def main() -> None:
     try:
         app()
     except UserError as exc:
-        print(f"ganflow: error: {exc}", file=sys.stderr)
+        print(f"ganflow: error: {servers.redact_text(str(exc))}", file=sys.stderr)
         sys.exit(2)
     except TrainingFailed as exc:
-        print(f"ganflow: {exc}\n  (the MLflow run is marked FAILED with the reason; nothing was registered)",
-              file=sys.stderr)
+        print(f"ganflow: {servers.redact_text(str(exc))}\n  (the MLflow run is marked FAILED with the reason; "
+              "nothing was registered)", file=sys.stderr)
         sys.exit(1)
 
 

@@ -110,6 +110,7 @@ def register_task(paths: RunPaths, params: Params, outcome: TrainOutcome, data_v
         primary_metric=PRIMARY[manifest["kind"]], metrics=metrics)
     version = versions.register(outcome.identity.mlflow_run_id, params, outcome.state, tags, manifest["classes"])
     _write_cards(params, manifest, version, tags, metrics, outcome.identity.mlflow_run_id)
+    faults.point("registered")  # the reliability test's crash: registered, not yet through the gate
     tracking.finish_run(outcome.identity.mlflow_run_id)
     return version
 
@@ -164,13 +165,10 @@ def _unchanged(paths, params, identity, data_version, version, tags, timings, re
                     skipped=True, promotion=promotion, retention=retained)
 
 
-def _settle_crashed(paths: RunPaths, params: Params, identity: RunIdentity, timed) -> dict | None:
-    """What a run that crashed after registering left undone, done by the next one even though nothing
-    changed: its MLflow run finished, and the newest version the gate never decided on put through it."""
-    if identity.mlflow_run_id and tracking.status(identity.mlflow_run_id) == "RUNNING":
-        print(f"MLflow run {identity.mlflow_run_id} was left RUNNING by an interrupted run; its version is "
-              "registered: marking it FINISHED")
-        tracking.finish_run(identity.mlflow_run_id)
+def _settle_crashed(paths: RunPaths, params: Params, timed) -> dict | None:
+    """The gate's decision a run that crashed after registering left undone, made by the next run even
+    though nothing changed: the newest version the gate never decided on goes through it. (Its MLflow
+    run is already finished: registering ends it.)"""
     ungated = versions.newest_ungated(params.model_name)
     if ungated is None:
         return None
@@ -255,7 +253,7 @@ def pipeline(workspace: str, new_run: bool = False, search: bool = False, extend
                               "once it answers again")
 
         alerts.send("run_failed" if isinstance(exc, Exception) else "run_stopped",
-                    str(exc).strip().splitlines()[-1][:2000] if str(exc).strip() else type(exc).__name__,
+                    str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__,  # alerts redact, then cut
                     workspace=str(paths.workspace), run=flow_run.name, stage=progress["stage"])
         if down:
             raise exc from None
@@ -289,7 +287,7 @@ def _run(paths: RunPaths, new_run: bool, search: bool, extend: bool, init_from: 
                                     init_from=seed.label if seed else None, overrides=overrides)
             cached = None if new_run else versions.version_for_run(params.model_name, identity.name)
             if cached:
-                promotion = _settle_crashed(paths, params, identity, timed)
+                promotion = _settle_crashed(paths, params, timed)
                 retained = timed("retention", retention_task, paths, params)
                 return _unchanged(paths, params, identity, data_version, *cached, timings, retained, promotion)
             tracking.start_run(params, paths, identity, data_version, extra_tags={**_lineage(identity, seed), **tags})
@@ -304,7 +302,6 @@ def _run(paths: RunPaths, new_run: bool, search: bool, extend: bool, init_from: 
         except BaseException:
             tracking.finish_run(identity.mlflow_run_id, "FAILED")  # never leave a run "RUNNING"
             raise
-        faults.point("registered")
         # After the run is finished: a gate error must not mark the trained run FAILED.
         promotion = timed("promote", promote_task, paths, params, version)
     finally:

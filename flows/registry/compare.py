@@ -22,6 +22,7 @@ from pathlib import Path
 from flows.conventions import EVAL_PREFIX, PROBE_PREFIX, completed
 from flows.env import RunPaths
 from flows.errors import UserError
+from flows.servers import redact, redact_text
 
 KIND_TAG = "ganflow.kind"
 COMPARISON = "comparison"
@@ -56,10 +57,10 @@ def compare(paths: RunPaths, experiment: str | None = None, out: Path | None = N
     try:
         exp = client.get_experiment_by_name(experiment)
     except Exception as exc:  # noqa: BLE001 - an unreachable server: say which one
-        raise UserError(f"cannot reach MLflow at {mlflow.get_tracking_uri()}: {exc}") from None
+        raise UserError(f"cannot reach MLflow at {redact(mlflow.get_tracking_uri())}: {redact_text(str(exc))}") from None
     if exp is None:
         known = ", ".join(sorted(e.name for e in client.search_experiments())) or "none"
-        raise UserError(f"no MLflow experiment named {experiment!r} in {mlflow.get_tracking_uri()} "
+        raise UserError(f"no MLflow experiment named {experiment!r} in {redact(mlflow.get_tracking_uri())} "
                         f"(experiments: {known})")
     runs = [r for r in mlflow.search_runs(experiment_ids=[exp.experiment_id], output_format="list")
             if r.data.tags.get(KIND_TAG) != COMPARISON]

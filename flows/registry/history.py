@@ -15,6 +15,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+from flows.servers import redact_text
+
 PREFIX = "champion.history."
 REASON_CHARS = 2000  # a tag value holds 5,000 characters in the SQL stores
 
@@ -52,7 +54,8 @@ class Change:
         except Exception:  # noqa: BLE001 - no login name (some containers): the host still says where
             user = "?"
         return Change(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), kind, version, previous, metric,
-                      score, previous_score, reason[:REASON_CHARS], f"{user}@{socket.gethostname()}", **gate)
+                      score, previous_score, redact_text(reason)[:REASON_CHARS], f"{user}@{socket.gethostname()}",
+                      **gate)
 
 
 def record(client, model: str, change: Change) -> str:

@@ -61,6 +61,7 @@ from flows.params import Params, PromotionConfig
 from flows.registry import history
 from flows.registry.card import with_promotion
 from flows.registry.versions import PromotionTags, VersionTags
+from flows.servers import redact_text
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -326,7 +327,8 @@ def judge(name: str, version: str, mine: VersionTags, champion: tuple[str, Versi
     try:
         a = g.measure(version)
     except Exception as exc:  # noqa: BLE001 - weights that cannot be loaded or run cannot be promoted
-        return decided("rejected", f"its weights could not be measured: {exc}"[:4900], metric, seeds=seeds)
+        return decided("rejected", f"its weights could not be measured: {redact_text(str(exc))}"[:4900], metric,
+                       seeds=seeds)
     if a is None:
         return decided("rejected", f"its samples give a {metric} that is not a finite number (NaN/Inf) at one "
                                    f"or more draws; measured on {g.where}{said}", metric, seeds=seeds)
@@ -337,7 +339,7 @@ def judge(name: str, version: str, mine: VersionTags, champion: tuple[str, Versi
         b = g.measure(before)
     except Exception as exc:  # noqa: BLE001 - fail closed: no decision without the champion's measurement
         raise UserError(f"{name} version {version}: cannot measure champion version {before} on the current "
-                        f"holdout: {exc}; nothing was promoted") from None
+                        f"holdout: {redact_text(str(exc))}; nothing was promoted") from None
     if b is None:
         return decided("promoted", f"the champion's {metric} is not a finite number; measured over "
                                    f"{g.where}{said}", metric, a, seeds=seeds)

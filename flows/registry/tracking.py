@@ -92,14 +92,6 @@ def log_verdict(run_id: str, ok: bool, misses: list[str]) -> None:
     MlflowClient().set_tag(run_id, "ganflow.meets_bar", "yes" if ok else "no: " + "; ".join(misses))
 
 
-def status(run_id: str) -> str | None:
-    """The run's MLflow status (RUNNING, FINISHED, ...); None when the store no longer has it."""
-    try:
-        return MlflowClient().get_run(run_id).info.status
-    except mlflow.exceptions.MlflowException:
-        return None
-
-
 def finish_run(run_id: str, status: str = "FINISHED") -> None:
     MlflowClient().set_terminated(run_id, status)
 

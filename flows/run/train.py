@@ -17,6 +17,7 @@ from flows.params import Params
 from flows.run import ray_runtime
 from flows.run.identity import RunIdentity, TrainOutcome, last_checkpoint_epoch, record_identity, resolve_model, settle
 from flows.run.worker import train_loop
+from flows.servers import redact_text
 from gan_core.recipes import describe
 
 
@@ -41,7 +42,7 @@ def fit(params: Params, paths: RunPaths, identity: RunIdentity, callbacks: list 
         result = trainer.fit()
     except Exception as exc:  # Ray wraps worker errors; keep the reason, drop Ray's internals
         settle(identity, paths, "failed")  # resumable: its checkpoints stay
-        raise TrainingFailed(f"training run {identity.name} failed: {exc}") from exc
+        raise TrainingFailed(f"training run {identity.name} failed: {redact_text(str(exc))}") from exc
     state = _outcome_state(result, identity, paths)
     return TrainOutcome(identity, state, state["history"], resumed or 0, time.perf_counter() - started)
 

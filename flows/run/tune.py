@@ -26,6 +26,7 @@ from flows.run import ray_runtime
 from flows.conventions import SELECTION, STATE_FILE, completed
 from flows.env import RunPaths
 from flows.errors import TrainingFailed, UserError
+from flows.servers import redact_text
 from flows.params import Params
 from flows.run.train import fit
 from flows.run.identity import TrainOutcome, run_identity
@@ -217,7 +218,7 @@ def _settle_trial(r, parent: str, epochs: int, pbt: bool) -> dict:
     # Epochs trained (not reports: a PBT trial that took over a donor's weights is at the donor's epoch).
     iters = completed(last["epoch"]) if "epoch" in last else int(last.get("training_iteration", 0))
     if r.error:
-        status, reason = "error", str(r.error).strip().splitlines()[-1][:300]
+        status, reason = "error", redact_text(str(r.error)).strip().splitlines()[-1][:300]
     elif last.get("nonfinite") or not math.isfinite(last.get(SELECTION, math.nan)):
         status, reason = "error", f"diverged: NaN/Inf at epoch {iters}"
     else:

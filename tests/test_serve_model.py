@@ -1,5 +1,7 @@
 """The registered pyfunc over HTTP (issue 15): `mlflow models serve` against the registry answers the
-request form a non-Python client sends and raw latents, and its requirements name no package `ganflow`."""
+request form a non-Python client sends and raw latents, and its requirements name no package `ganflow`.
+Its limits (issue 25): a request over the cap is a 400 at once, any truncation answers at once, and /ping
+answers while a large request is drawn and encoded."""
 from __future__ import annotations
 
 import json
@@ -7,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -31,6 +34,9 @@ def _conditional_state():
             "data_shape": [2]}
 
 
+MAX_N = 150_000  # the server's cap here: a request at it takes seconds (2-D points: JSON encoding)
+
+
 def _post(port: int, body: dict) -> tuple[int, dict]:
     req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"})
@@ -39,6 +45,18 @@ def _post(port: int, body: dict) -> tuple[int, dict]:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read() or b"{}")
+
+
+def _timed_post(port: int, body: dict) -> tuple[int, dict, float]:
+    started = time.monotonic()
+    code, answer = _post(port, body)
+    return code, answer, time.monotonic() - started
+
+
+def _ping_s(port: int) -> float:
+    started = time.monotonic()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=10):
+        return time.monotonic() - started
 
 
 def test_mlflow_models_serve_answers_requests_and_latents(tmp_path, empty_store, monkeypatch):
@@ -65,7 +83,8 @@ def test_mlflow_models_serve_answers_requests_and_latents(tmp_path, empty_store,
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     # As with an activated venv: MLflow's server execs `uvicorn` from PATH.
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "GANFLOW_SERVE_MAX_N": str(MAX_N)}
     server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", uri,
                                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -93,6 +112,33 @@ def test_mlflow_models_serve_answers_requests_and_latents(tmp_path, empty_store,
         # A mistake is a 400 naming it, not a 500.
         code, body = _post(port, {"dataframe_records": [{"n": 2, "class": "west"}]})
         assert code == 400 and "unknown class 'west'" in body.get("message", ""), body
+
+        # Over the cap, in one row or over several: refused before anything is drawn.
+        for rows in ([{"n": MAX_N + 1}], [{"n": MAX_N}, {"n": 1, "seed": 2}], [{"n": 10 ** 12}]):
+            code, body, took = _timed_post(port, {"dataframe_records": rows})
+            assert code == 400 and f"at most {MAX_N} per request (GANFLOW_SERVE_MAX_N)" in body["message"], body
+            assert took < 2.0, took
+        # Any truncation in bounded time: redrawing until every entry fit took ~1/T rounds (1e-9: days).
+        code, body, took = _timed_post(port, {"dataframe_records": [{"n": 64, "seed": 3, "truncation": 1e-9}]})
+        assert code == 200 and len(body["predictions"]) == 64 and took < 5.0, (code, took)
+
+        # /ping while a request at the cap is drawn and encoded (MLflow runs the predict in a thread).
+        large: dict = {}
+        worker = threading.Thread(target=lambda: large.update(
+            zip(("code", "body", "took"), _timed_post(port, {"dataframe_records": [{"n": MAX_N, "seed": 4}]}))))
+        worker.start()
+        pings = []
+        while worker.is_alive():
+            took = _ping_s(port)
+            if worker.is_alive():  # answered while the large request was still in flight
+                pings.append(took)
+            time.sleep(0.05)
+        worker.join()
+        assert large["code"] == 200 and len(large["body"]["predictions"]) == MAX_N, large.get("code")
+        # A blocked server would hold a ping until the request ends; on 2 busy cores one handing the GIL
+        # back and forth with the encoding thread took up to 2 s of a 5.5 s request, the median 0.01 s.
+        pings.sort()
+        assert len(pings) >= 3 and pings[len(pings) // 2] < 0.25 and pings[-1] < large["took"] / 2, (pings, large["took"])
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)

@@ -3,6 +3,7 @@ dict (loadable with torch.load(weights_only=True)): no pickled classes, no torch
 loading a version back, and finding the version a training run made."""
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from torch import nn
 import gan_core
 from flows.errors import UserError
 from flows.params import Params
+from gan_core import integrity
 from gan_core.checkpoint import generator_bundle, generator_from_state
 
 
@@ -29,6 +31,7 @@ MODEL_REQUIREMENTS = ("torch", "numpy", "pydantic")
 BUNDLE = "generator.pt"
 TRAINING_STATE = "training_state.pt"  # G, D, both optimisers, EMA: what --init-from starts a run from
 SCORE_PREFIX = "eval."  # a version's own holdout scores: eval.fd, eval.reverse_kl, ...
+CODE_HASH_TAG = "code_hash"  # gan_core.integrity.digest of the logged model's code, at registration
 
 
 PROMOTION_PREFIX = "promotion."
@@ -140,10 +143,56 @@ def register(run_id: str, params: Params, state: dict, tags: VersionTags,
             # Explicit: inferring requirements re-imports the model in a subprocess (slow).
             pip_requirements=[f"{name}=={metadata.version(name).split('+')[0]}" for name in MODEL_REQUIREMENTS],
         )
+        code_hash = _record_code_hashes(info.model_id)
         # The version and its tags (scores, data version, config hash) in one create call: a crash
         # can leave an unregistered logged model, never a version without the tags the gate reads.
-        mv = mlflow.register_model(info.model_uri, params.model_name, tags=tags.as_mlflow())
+        mv = mlflow.register_model(info.model_uri, params.model_name,
+                                   tags={**tags.as_mlflow(), CODE_HASH_TAG: code_hash})
     return str(mv.version)
+
+
+def _record_code_hashes(model_id: str) -> str:
+    """Hash the code files as MLflow logged them (read back from the artifact store, not our sources) into
+    the logged model's artifacts/ (what load_context checks); returns their digest, the version's tag."""
+    location = MlflowClient().get_logged_model(model_id).artifact_location
+    with tempfile.TemporaryDirectory() as tmp:
+        hashes = _logged_code_hashes(location, Path(tmp) / "model")
+        manifest = Path(tmp) / integrity.MANIFEST
+        manifest.write_text(json.dumps(hashes, indent=1, sort_keys=True))
+        MlflowClient().log_model_artifact(model_id, str(manifest), "artifacts")
+    return integrity.digest(hashes)
+
+
+def _logged_code_hashes(model_root: str, into: Path) -> dict[str, str]:
+    """integrity.file_hashes of a logged model's code, downloaded through MLflow (any artifact store)."""
+    for part in (integrity.MODEL_FILE, integrity.CODE_DIR):
+        mlflow.artifacts.download_artifacts(artifact_uri=f"{model_root}/{part}", dst_path=str(into))
+    return integrity.file_hashes(into)
+
+
+def check_code(model_name: str, version: str) -> str | None:
+    """None when a version's logged code (pyfunc and gan_core copy) is the code it was registered with,
+    else one line saying why it must not be promoted. A version registered before code hashes were
+    recorded has no `code_hash` tag and is accepted: there is nothing to compare with."""
+    recorded = MlflowClient().get_model_version(model_name, version).tags.get(CODE_HASH_TAG)
+    if not recorded:
+        return None
+    root = f"models:/{model_name}/{version}"
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            found = _logged_code_hashes(root, Path(tmp) / "model")
+        except (mlflow.exceptions.MlflowException, OSError) as exc:
+            return f"its logged code cannot be read ({getattr(exc, 'message', exc)}); it cannot be checked"
+        if integrity.digest(found) == recorded:
+            return None
+        try:  # the manifest names the file, unless it was edited too
+            listed = json.loads(Path(mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{root}/artifacts/{integrity.MANIFEST}", dst_path=tmp)).read_text())
+        except (mlflow.exceptions.MlflowException, OSError, ValueError):
+            listed = {}
+    change = integrity.first_change(listed, found) if integrity.digest(listed) == recorded else None
+    return (f"its code changed after it was registered ({change or 'the files no longer match the code hash recorded then'}): "
+            "register it again from its run")
 
 
 def load_generator(model_uri: str) -> nn.Module:

@@ -212,15 +212,14 @@ def reap_children(paths: RunPaths) -> int:
     # Ray's agents start after the head and outlive the raylet that spawned them; every process of this
     # workspace's local Ray names its session folder, which lives in this run dir's Ray temp dir.
     # Agents retitle themselves (`ray::DashboardAgent`): for those, their open log files name the folder.
-    session = str(paths.ray_temp)
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = proc.info["cmdline"] or []
         if proc.pid == os.getpid() or proc in found:
             continue
         try:
-            ours = any(session in arg for arg in cmdline) or (
+            ours = any(_names_folder(arg, paths.ray_temp) for arg in cmdline) or (
                 bool(cmdline) and cmdline[0].startswith("ray::")
-                and any(f.path.startswith(session) for f in proc.open_files()))
+                and any(_inside(f.path, paths.ray_temp) for f in proc.open_files()))
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
         if ours:
@@ -230,6 +229,17 @@ def reap_children(paths: RunPaths) -> int:
     if found:
         print(f"Ended {len(found)} process(es) an earlier run on this workspace left running (it was killed)")
     return len(found)
+
+
+def _names_folder(arg: str, folder: Path) -> bool:
+    """Whether a command-line argument (`--session-dir=/x/ray/session_...`, or a bare path) names a path
+    inside `folder`; a neighbour such as /x/ray2 or /x/ray-old merely starts with the same text."""
+    return any(_inside(token.strip("'\",[]"), folder) for token in arg.replace("=", " ").split())
+
+
+def _inside(path: str, folder: Path) -> bool:
+    """`folder` itself or a path under it, compared by whole path components."""
+    return path.startswith("/") and Path(os.path.normpath(path)).is_relative_to(folder)
 
 
 def end(procs: list) -> None:

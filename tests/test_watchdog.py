@@ -81,3 +81,46 @@ def test_a_run_waits_for_a_finished_runs_watchdog_instead_of_refusing(tmp_path: 
         waited = time.monotonic() - started
     thread.join()
     assert 0.9 < waited < 10
+
+
+# A Ray process as reap_children sees one: a command line naming a session folder, or an agent retitled
+# `ray::...` that names it only through its open log file. Prints once the file is open.
+RAY_LIKE = """
+import sys, time
+log = open(sys.argv[1], "a")
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+def test_reaping_ends_this_run_dirs_ray_processes_never_a_neighbours_with_the_same_prefix(tmp_path: Path):
+    import shutil
+
+    from flows.env import reap_children
+
+    paths = RunPaths(tmp_path, tmp_path / ".ganflow")
+    ours = paths.ray_temp
+    neighbour = Path(f"{ours}2")  # /x/ray and /x/ray2, or /tmp/ganflow-ray-<digest> and ...<digest>2
+    procs = {}
+    try:
+        for temp in (ours, neighbour):
+            (temp / "session_x" / "logs").mkdir(parents=True)
+            log = str(temp / "session_x" / "logs" / "agent.log")
+            procs[temp, "cmdline"] = subprocess.Popen(
+                [sys.executable, "-c", RAY_LIKE, log, f"--session-dir={temp}/session_x"], stdout=subprocess.PIPE, text=True)
+            procs[temp, "agent"] = subprocess.Popen(["ray::DashboardAgent", "-c", RAY_LIKE, log],
+                                                    executable=sys.executable, stdout=subprocess.PIPE, text=True)
+        for proc in procs.values():
+            assert proc.stdout.readline().strip() == "ready"
+        assert reap_children(paths) == 2
+        for (temp, kind), proc in procs.items():
+            if temp == ours:
+                assert proc.wait(timeout=10) is not None, kind
+            else:
+                assert proc.poll() is None, f"the neighbour's {kind} process was ended"
+    finally:
+        for proc in procs.values():
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(neighbour, ignore_errors=True)
+        shutil.rmtree(ours, ignore_errors=True)

@@ -91,13 +91,23 @@ def test_pipeline_end_to_end_registers_a_loadable_generator(fresh_workspace):
     assert retention + "removed nothing" in again.stdout  # a skipped run applies the policy too
     assert len(client.search_model_versions("name='ganflow-digits'")) == 1
 
-    # Without the registered version, the finished Ray run is resumed explicitly, not retrained.
+    # Without the registered version, the finished Ray run is resumed explicitly, not retrained; killed
+    # (os._exit) once it has registered version 2 and before the gate decided...
     client.delete_model_version("ganflow-digits", "1")
-    third = ganflow(workspace, "pipeline", *TINY)
-    assert third.returncode == 0, third.stderr[-4000:]
+    third = ganflow(workspace, "pipeline", *TINY, env={"GANFLOW_CRASH_AT": "registered"})
+    assert third.returncode == 97, third.stderr[-4000:]
     assert "Resuming run" in third.stdout + third.stderr  # Prefect routes task prints to its log
-    assert "Registered ganflow-digits version 2" in third.stdout
-    assert retention + "removed 1 Ray session; freed" in third.stdout, third.stdout[-2500:]  # the first run's Ray logs
+    mv2 = client.get_model_version("ganflow-digits", "2")
+    assert "promotion.decision" not in mv2.tags
+    assert client.get_run(mv2.run_id).info.status == "FINISHED"  # registering ends the resumed MLflow run
+    # ...the next run, unchanged, does what it left: version 2 through the gate.
+    fourth = ganflow(workspace, "pipeline", *TINY)
+    assert fourth.returncode == 0, fourth.stderr[-4000:]
+    assert "Unchanged: still ganflow-digits version 2" in fourth.stdout
+    assert "version 2 was registered without a promotion decision" in fourth.stdout + fourth.stderr
+    assert "promotion: promoted" in fourth.stdout  # version 1, the champion, was deleted above
+    assert client.get_model_version("ganflow-digits", "2").tags["promotion.decision"] == "promoted"
+    assert retention + "removed 1 Ray session; freed" in fourth.stdout, fourth.stdout[-2500:]  # the first run's Ray logs
     assert json.loads((workspace / ".ganflow" / "last_pipeline.json").read_text())["ray_run"] == summary["ray_run"]
 
 

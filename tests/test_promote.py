@@ -226,6 +226,23 @@ def test_nan_unloadable_and_failed_versions_are_rejected_never_promoted(gate, ca
     assert vtags(name, failed)["promotion.decision"] == "rejected"
 
 
+def test_a_version_whose_code_changed_after_registration_is_rejected(gate):
+    from urllib.parse import urlparse
+
+    from mlflow.tracking import MlflowClient
+
+    from flows.registry.promote import promote
+
+    store, p = gate
+    name = p.model_name
+    version = make_version(store, p, 0.1, state=tiny_state(_two_mode_generator()))
+    folder = Path(urlparse(MlflowClient().get_model_version_download_uri(name, version)).path)
+    (folder / "code" / "gan_core" / "sampling.py").write_text("# what serving would run now\n")
+    d = promote(name, version, store, p)
+    assert (d.decision, d.champion_after) == ("rejected", None)
+    assert "its code changed after it was registered (code/gan_core/sampling.py changed)" in d.reason
+
+
 def _corrupt_weights(name: str, version: str) -> None:
     """Overwrite a registered version's generator.pt in the artifact store with bytes torch cannot load."""
     from urllib.parse import urlparse

@@ -181,7 +181,8 @@ def _decide(client, name: str, version: str, paths: RunPaths, params: Params) ->
 
     decision = judge(name, version, VersionTags.read(mv.tags),
                      (str(champion.version), VersionTags.read(champion.tags)) if champion is not None else None,
-                     failure=_run_failure(client, mv.run_id), gauge=gauge, rule=params.promotion)
+                     failure=_run_failure(client, mv.run_id) or _code_changed(name, version), gauge=gauge,
+                     rule=params.promotion)
     apply(client, decision)
     return decision
 
@@ -484,6 +485,13 @@ def _champion(client, name: str):
         return client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         return None
+
+
+def _code_changed(name: str, version: str) -> str | None:
+    """Why the version's logged code (what serving runs) disqualifies it, or None: changed after registration."""
+    from flows.registry.versions import check_code
+
+    return check_code(name, version)
 
 
 def _run_failure(client, run_id: str | None) -> str | None:

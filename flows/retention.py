@@ -223,7 +223,8 @@ def _run_of(rec: dict) -> str:
 
 def _run_records(paths: RunPaths, dataset: str) -> list[dict]:
     """The training runs of this dataset (Tune trials included; another dataset's runs belong to its own
-    model's policy), newest first by when their record last changed."""
+    model's policy), newest first by when they were created, as their record keeps it (mtime moves with
+    every status change, a copy or a backup restore)."""
     found = []
     for path in paths.ray_results.glob(f"{dataset}-*/{IDENTITY_FILE}"):
         try:
@@ -232,7 +233,8 @@ def _run_records(paths: RunPaths, dataset: str) -> list[dict]:
             continue  # not one of ours, or half written: left alone
         trained_on = rec.get("params", {}).get("data", {}).get("name", dataset)  # digits-x-... is not digits
         if rec.get("name") == path.parent.name and trained_on == dataset:
-            found.append((path.stat().st_mtime, rec))
+            # A record from before creation times were kept, never rewritten since: its mtime is all there is.
+            found.append((rec.get("created") or path.stat().st_mtime, rec))
     return [rec for _, rec in sorted(found, key=lambda t: t[0], reverse=True)]
 
 

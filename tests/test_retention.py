@@ -4,6 +4,7 @@ checkpoints are files of known size instead of trainings (tests/test_pipeline_in
 pipeline ends with the same step)."""
 from __future__ import annotations
 
+import json
 import os
 
 import torch
@@ -27,7 +28,8 @@ def daily_run(paths, i: int, status: str = "finished", register: bool = True) ->
     client = MlflowClient()
     name = f"digits-{i:010d}"
     run_id = client.create_run(tracking.experiment_id(p, paths), run_name=name).info.run_id
-    record_identity(RunIdentity(name, "hash", "dv-1", mlflow_run_id=run_id, status=status), paths)
+    stamp = 1_700_000_000 + 86_400 * i  # one a day: the record's creation time orders the runs
+    record_identity(RunIdentity(name, "hash", "dv-1", mlflow_run_id=run_id, status=status, created=stamp), paths)
     folder = paths.ray_results / name
     (folder / checkpoint_dir_name(1)).mkdir()
     torch.save({"epoch": 1, "pad": torch.zeros(CHECKPOINT_BYTES // 4)}, folder / checkpoint_dir_name(1) / STATE_FILE)
@@ -35,8 +37,8 @@ def daily_run(paths, i: int, status: str = "finished", register: bool = True) ->
         '{"latest_checkpoint_result": {"checkpoint_dir_name": "%s"}}' % checkpoint_dir_name(1))
     (paths.home / "runs" / name).mkdir(parents=True)
     (paths.home / "runs" / name / "samples.png").write_bytes(b"\x89PNG" + bytes(20_000))
-    stamp = 1_700_000_000 + 86_400 * i  # one a day: the record's time orders the runs
-    os.utime(folder / "ganflow_run.json", (stamp, stamp))
+    touched = 1_800_000_000 - 86_400 * i  # files touched in the opposite order (a copy, a restore): no matter
+    os.utime(folder / "ganflow_run.json", (touched, touched))
     if not register:
         return name, None
     tags = versions.VersionTags(data_version="dv-1", config_hash="hash", git_sha="none", ray_run=name,
@@ -155,3 +157,29 @@ def test_the_champions_a_rollback_returns_to_are_kept(workspace, empty_store, mo
     client.delete_model_version(MODEL, made[0])  # by hand: the history still names it
     prune(paths, params_mod.load(workspace))
     assert {str(v.version) for v in client.search_model_versions(f"name = '{MODEL}'")} == {made[1], made[3], made[4]}
+
+
+def test_runs_are_ordered_by_the_creation_time_their_record_keeps_not_by_file_times(tmp_path):
+    from flows.env import RunPaths
+    from flows.retention import _run_records
+    from flows.run.identity import IDENTITY_FILE, RunIdentity, record_identity, settle
+
+    paths = RunPaths(tmp_path, tmp_path / ".ganflow")
+    first, second = (RunIdentity(f"digits-{i:010d}", "hash", "dv-1", status="running") for i in (1, 2))
+    record_identity(first, paths)
+    record_identity(second, paths)
+    assert first.created <= second.created
+    settle(first, paths, "finished")  # a later rewrite keeps the creation time...
+    os.utime(paths.ray_results / first.name / IDENTITY_FILE, (2e9, 2e9))  # ...and so does a touched file
+    assert [r["name"] for r in _run_records(paths, "digits")] == [second.name, first.name]
+
+    # A record written before creation times were kept: its mtime, fixed as its creation time on the
+    # first rewrite (a status change would move the mtime).
+    old = paths.ray_results / "digits-0000000003"
+    old.mkdir()
+    (old / IDENTITY_FILE).write_text('{"name": "digits-0000000003", "training_hash": "h", "data_version": "d"}')
+    os.utime(old / IDENTITY_FILE, (1e9, 1e9))
+    assert [r["name"] for r in _run_records(paths, "digits")][-1] == old.name
+    settle(RunIdentity(old.name, "h", "d"), paths, "abandoned")
+    assert [r["name"] for r in _run_records(paths, "digits")] == [second.name, first.name, old.name]
+    assert json.loads((old / IDENTITY_FILE).read_text())["created"] == 1e9

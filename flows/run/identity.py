@@ -38,6 +38,7 @@ class RunIdentity:
     schedule_epochs: int | None = None  # epochs the lr schedule spans: train.epochs, or a continued run's parent's
     init_from: str | None = None  # NAME/VERSION of the registered version this run started from (--init-from)
     overrides: list[str] = field(default_factory=list)  # the --set values it ran with: the same ones resume it
+    created: float | None = None  # when the run was first recorded (epoch s): retention orders runs by it
 
     @property
     def key(self) -> dict:
@@ -191,6 +192,11 @@ def _changed_params_message(old: dict, new: RunIdentity, paths: RunPaths) -> str
 def record_identity(identity: RunIdentity, paths: RunPaths) -> None:
     folder = paths.ray_results / identity.name
     folder.mkdir(parents=True, exist_ok=True)
+    # The first record's creation time survives every rewrite (status changes, resumes). A record written
+    # before creation times were kept gets its file's mtime, the best guess left, before this write moves it.
+    before = _read_identity(paths, identity.name)
+    identity.created = (before or {}).get("created") or identity.created or (
+        (folder / IDENTITY_FILE).stat().st_mtime if before is not None else time.time())
     tmp = folder / (IDENTITY_FILE + ".tmp")
     tmp.write_text(json.dumps(dataclasses.asdict(identity), indent=2))
     tmp.replace(folder / IDENTITY_FILE)  # atomic: a crash never leaves half a file

@@ -2,6 +2,7 @@
 check and by the pyfunc when it loads: the artifact store's own files, read through MLflow, are hashed."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -47,6 +48,12 @@ def test_code_changed_after_registration_is_refused_by_the_gate_and_at_load(stor
     assert reason and "code/gan_core/sampling.py changed" in reason, reason
     with pytest.raises(MlflowException, match="not the code it was registered with: code/gan_core/sampling.py changed"):
         mlflow.pyfunc.load_model(f"models:/{p.model_name}/{tampered}")
+    # The manifest rewritten to match: the version's tag, in the registry, still tells.
+    from gan_core import integrity
+
+    folder = _model_folder(p.model_name, tampered)
+    (folder / "artifacts" / integrity.MANIFEST).write_text(json.dumps(integrity.file_hashes(folder)))
+    assert "no longer match the code hash recorded then" in (check_code(p.model_name, tampered) or "")
 
     assert check_code(p.model_name, good) is None  # one version's change is its own
     (_model_folder(p.model_name, good) / "code" / "gan_core" / "extra.py").write_text("x = 1\n")

@@ -107,7 +107,8 @@ def test_reaping_ends_this_run_dirs_ray_processes_never_a_neighbours_with_the_sa
             (temp / "session_x" / "logs").mkdir(parents=True)
             log = str(temp / "session_x" / "logs" / "agent.log")
             procs[temp, "cmdline"] = subprocess.Popen(
-                [sys.executable, "-c", RAY_LIKE, log, f"--session-dir={temp}/session_x"], stdout=subprocess.PIPE, text=True)
+                [sys.executable, "-c", RAY_LIKE, log, f"--session-dir={temp}/session_x"], stdout=subprocess.PIPE,
+                text=True)
             procs[temp, "agent"] = subprocess.Popen(["ray::DashboardAgent", "-c", RAY_LIKE, log],
                                                     executable=sys.executable, stdout=subprocess.PIPE, text=True)
         for proc in procs.values():

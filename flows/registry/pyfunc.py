@@ -101,7 +101,8 @@ def _max_n(values_per_sample: int) -> int:
     except ValueError:
         limit = 0
     if limit < 1:
-        raise MlflowException(f"{MAX_N}={value!r}: the most samples one request may ask for must be a whole number >= 1")
+        raise MlflowException(f"{MAX_N}={value!r}: the most samples one request may ask for must be a whole "
+                              "number >= 1")
     return limit
 
 

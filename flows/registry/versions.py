@@ -191,8 +191,8 @@ def check_code(model_name: str, version: str) -> str | None:
         except (mlflow.exceptions.MlflowException, OSError, ValueError):
             listed = {}
     change = integrity.first_change(listed, found) if integrity.digest(listed) == recorded else None
-    return (f"its code changed after it was registered ({change or 'the files no longer match the code hash recorded then'}): "
-            "register it again from its run")
+    what = change or "its files no longer match the code hash recorded then"
+    return f"its code changed after it was registered ({what}): register it again from its run"
 
 
 def load_generator(model_uri: str) -> nn.Module:

@@ -252,7 +252,7 @@ def sample(model: str = typer.Option(..., help="model URI, e.g. models:/ganflow-
            class_: Optional[str] = typer.Option(None, "--class", help="every sample of this class (a class-"
                                                 "conditional model; the class names its data had, e.g. 3)"),
            truncation: Optional[float] = typer.Option(None, "--truncation", help="BigGAN's truncation trick: "
-                                                      "latent entries beyond +-T are redrawn (T > 0; smaller: "
+                                                      "latent entries are drawn within +-T (T > 0; smaller: "
                                                       "cleaner, less varied)"),
            interpolate: Optional[int] = typer.Option(None, "--interpolate", help="walk the latent space: N "
                                                      "keyframes from seeds SEED..SEED+N-1, STEPS frames between "

@@ -83,6 +83,9 @@ def configure(workspace: Path) -> RunPaths:
     if not os.environ.get("RAY_ADDRESS"):
         # A local Ray cluster's auth token lives in the run dir, not in ~/.ray (a cluster brings its own).
         os.environ.setdefault("RAY_AUTH_TOKEN_PATH", str(_ray_token(home)))
+        # Ray's single-machine mode (its default on macOS and Windows): the node's address is 127.0.0.1 and
+        # every Ray process (GCS, raylet, workers, agents, metrics) binds it; Ray reads it at import.
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     elif os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
         # Ray sends a token to an explicit address only with RAY_AUTH_MODE=token; without it a token
         # cluster just says "Failed to connect". A token the user gave means: use it.

@@ -1,5 +1,6 @@
 """Security by inspection of our own source: no unpickling of files, loopback-only servers, masked
-credentials. (The loader's hostile-input cases are in test_bad_input.py.)"""
+credentials. (The loader's hostile-input cases are in test_bad_input.py; what the local Ray runtime and the
+ephemeral Prefect API really listen on, and what Ray stores of the credentials, in test_ray_runtime.py.)"""
 from __future__ import annotations
 
 import ast
@@ -41,7 +42,7 @@ def test_no_unpickling_or_extraction(forbidden):
     assert not hits
 
 
-def test_servers_bind_loopback_only():
+def test_no_server_is_told_to_bind_every_interface():
     text = "\n".join(p.read_text() for p in SOURCES)
     assert "0.0.0.0" not in text
     assert '"127.0.0.1"' in text  # the explicit binds are there

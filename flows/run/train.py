@@ -102,6 +102,7 @@ def _trainer(params: Params, paths: RunPaths, identity: RunIdentity, config: dic
     return TorchTrainer(
         train_loop,
         train_loop_config=config,
+        torch_config=ray_runtime.torch_config(),  # the local runtime's process group store on loopback
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": t.cpus_per_worker}),
         run_config=RunConfig(

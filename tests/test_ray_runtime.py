@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from conftest import ROOT, clean_env
-from flows.run.ray_runtime import is_loopback, worker_env_vars
+from flows.errors import UserError
+from flows.run.ray_runtime import check_store_reaches, is_loopback, worker_env_vars
 
 PASSWORD, URI_PASSWORD = "hunter2-secret", "pw-secret"
 TRACKING_URI = f"http://u:{URI_PASSWORD}@127.0.0.1:1/"  # nothing contacts it here
@@ -149,6 +150,33 @@ def test_the_runtime_env_carries_no_credential():
                                         "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
     plain = {"MLFLOW_TRACKING_URI": "http://mlflow.example:5000"}
     assert worker_env_vars(plain)["MLFLOW_TRACKING_URI"] == "http://mlflow.example:5000"  # a server is still named
+
+
+LOCAL = {"127.0.0.1", "::1", "192.0.2.2"}
+
+
+@pytest.mark.parametrize("uri", ["sqlite:////w/.ganflow/mlflow.db", "/w/mlruns", "file:///w/mlruns", "./mlruns", ""])
+def test_a_file_store_with_nodes_on_other_machines_is_refused(uri):
+    with pytest.raises(UserError) as err:
+        check_store_reaches(["192.0.2.2", "198.51.100.7"], uri, LOCAL)
+    message = str(err.value)
+    assert "\n" not in message and "198.51.100.7" in message and "192.0.2.2" not in message
+    assert "MLflow server" in message and "MLFLOW_TRACKING_URI" in message
+
+
+@pytest.mark.parametrize("nodes, uri", [
+    (["192.0.2.2", "127.0.0.1"], "sqlite:////w/.ganflow/mlflow.db"),  # every node on this machine
+    (["198.51.100.7"], "http://mlflow.example:5000"),  # a server every node reaches
+    (["198.51.100.7"], "postgresql://u:pw@db/mlflow"),
+])
+def test_a_store_every_node_reaches_is_accepted(nodes, uri):
+    check_store_reaches(nodes, uri, LOCAL)
+
+
+def test_the_refusal_masks_credentials():
+    with pytest.raises(UserError) as err:
+        check_store_reaches(["198.51.100.7"], "sqlite:////w/mlflow.db?password=sw0rdfish", LOCAL)
+    assert "sw0rdfish" not in str(err.value)
 
 
 def test_the_ephemeral_prefect_api_listens_on_loopback(monkeypatch):

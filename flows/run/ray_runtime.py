@@ -7,8 +7,10 @@ import logging
 import os
 import socket
 import threading
+from urllib.parse import urlsplit
 
 from flows.env import RunPaths, record_children
+from flows.errors import UserError
 from flows.servers import redact
 
 # Forwarded to every Ray worker, also on a remote cluster where the driver's environment is absent,
@@ -57,6 +59,7 @@ def _connect(address: str) -> None:
         print(f"Ray: not sending {', '.join(withheld)} to the cluster (credentials): its workers take them "
               "from the cluster's own environment")
     ray.init(address=address, runtime_env={"env_vars": env_vars}, log_to_driver=True)
+    _check_cluster_store()
 
 
 def _start_local(paths: RunPaths) -> None:
@@ -146,6 +149,36 @@ def store_on_loopback() -> None:
 
     create_store.loopback = True
     rendezvous._create_c10d_store = create_store
+
+
+# A file store is a path on the driver's machine; workers on other machines would write their own copy
+# of it, or one SQLite file over a shared mount, which SQLite's locking does not survive.
+_FILE_STORES = ("", "file", "sqlite")
+
+
+def check_store_reaches(nodes: list[str], tracking_uri: str, local: set[str]) -> None:
+    """Refuse an MLflow store that is a file on this machine when the cluster has nodes elsewhere.
+    nodes: the cluster's node addresses; local: this machine's addresses."""
+    if urlsplit(tracking_uri).scheme.lower() not in _FILE_STORES:
+        return
+    remote = sorted(n for n in nodes if n not in local and not is_loopback(n))
+    if remote:
+        raise UserError(f"MLFLOW_TRACKING_URI={redact(tracking_uri) or '(unset)'} is a file on this machine, but the "
+                        f"Ray cluster has nodes on other machines ({', '.join(remote)}) that cannot write it: run "
+                        "an MLflow server (`mlflow server`) and set MLFLOW_TRACKING_URI to its http:// address")
+
+
+def _check_cluster_store() -> None:
+    import psutil
+    import ray
+
+    nodes = [n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]]
+    local = {a.address.split("%", 1)[0] for addrs in psutil.net_if_addrs().values() for a in addrs}
+    try:
+        check_store_reaches(nodes, os.environ.get("MLFLOW_TRACKING_URI", ""), local)
+    except UserError:
+        ray.shutdown()
+        raise
 
 
 def gpus_available() -> int:

@@ -513,6 +513,11 @@ def test_lineage_walks_back_through_promotions_and_rollbacks():
     assert lineage([*three, c("rollback", "2"), c("rollback", "1")]) == ["1"]  # repeatable: walks back
     assert lineage([*three, c("rollback", "2"), c("promoted", "4")]) == ["1", "2", "4"]
     assert lineage([*three, c("rollback", "1")]) == ["1"]  # a rollback may skip deleted versions
+    # An entry written before the paired gate (no draws, bound, pending) still reads, as settled.
+    old = Change(**json.loads('{"at": "2026-11-29T00:00:00Z", "kind": "promoted", "version": "4", "previous": "3", '
+                              '"metric": "fd", "score": 7.9214, "previous_score": 7.9236, "reason": "fd 7.92 < 7.92", '
+                              '"by": "u@h"}'))
+    assert (old.draws, old.bound, old.pending) == (None, None, None) and lineage([*three, old])[-1] == "4"
 
 
 def test_the_gate_refuses_the_holdout_of_another_data_set(gate):

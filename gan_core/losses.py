@@ -166,18 +166,20 @@ class GanLoss:
         """G's loss on the scores of its own samples; G minimises it."""
         return self.row.g(fake_scores)
 
-    def add_penalties(self, d_loss: Tensor, gp_grad: Tensor | None, r1_grad: Tensor | None
-                      ) -> tuple[Tensor, Tensor, Tensor]:
+    def add_penalties(self, d_loss: Tensor, gp_grad: Tensor | None, r1_grad: Tensor | None,
+                      r1_every: int = 1) -> tuple[Tensor, Tensor, Tensor]:
         """`d_loss` plus the penalties, from D's input gradients at the GP interpolates and at the
-        reals (None where that penalty is off); also each penalty unweighted (0 when off), to log."""
+        reals (None where that penalty is off, or skipped on a lazy step); also each penalty unweighted
+        (0 when off), to log. `r1_every`: R1 is taken once every that many D steps (lazy regularisation,
+        Karras et al. 2020), so it weighs that many times as much when it is."""
         gp = r1 = torch.zeros((), device=d_loss.device)
         total = d_loss
         if gp_grad is not None:
-            gp = penalty_from_grad(gp_grad, self.cfg.gp_one_sided)  # E[(||grad D(x_hat)|| - 1)^2]
-            total = total + self.gp_weight * gp                     # + lambda GP
+            gp = penalty_from_grad(gp_grad, self.cfg.gp_one_sided)   # E[(||grad D(x_hat)|| - 1)^2]
+            total = total + self.gp_weight * gp                      # + lambda GP
         if r1_grad is not None:
-            r1 = r1_penalty_from_grad(r1_grad)                      # E[||grad D(x)||^2]
-            total = total + 0.5 * self.cfg.r1_gamma * r1            # + gamma/2 R1
+            r1 = r1_penalty_from_grad(r1_grad)                       # E[||grad D(x)||^2]
+            total = total + 0.5 * self.cfg.r1_gamma * r1_every * r1  # + gamma/2 R1, x r1_every when lazy
         return total, gp, r1
 
     def __repr__(self) -> str:

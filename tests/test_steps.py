@@ -280,3 +280,171 @@ def test_ns_gan_learns_a_shifted_gaussian(one_thread):
             dist.append((G(G.sample_z(2048, generator=gen)).mean(0) - 2.0).norm().item())
     assert dist[0] > 0.8  # started far away (G's output starts near the origin)
     assert sum(dist[-4:]) / 4 < 0.5, dist  # GANs oscillate: judge the last few epochs together
+
+
+# -- speed options: bf16 autocast, lazy R1, channels_last, compiled nets (issue 26) ----------------
+
+def image_pair(shape=(3, 16, 16), loss_cfg=None):
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="dcgan", z_dim=8, width=8)
+    G, D = build_generator(cfg, shape), build_discriminator(cfg, shape)
+    return G, D, *build_optimizers(G, D, ADAM)
+
+
+def image_batches(shape, n=3, batch=8, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.rand(batch, *shape, generator=gen) * 2 - 1 for _ in range(n)]
+
+
+def watch_d(D):
+    """Per D forward: (in a D step, i.e. D's parameters trainable; autocast on; input requires grad = R1's leaf)."""
+    calls = []
+    D.register_forward_pre_hook(lambda m, args: calls.append(
+        (next(m.parameters()).requires_grad, torch.is_autocast_enabled("cpu"), args[0].requires_grad)))
+    return calls
+
+
+def state_format(*modules):
+    return [(k, v.dtype, tuple(v.shape)) for m in modules for k, v in m.state_dict().items()]
+
+
+def opt_format(opt):
+    return [(k, v.dtype) for s in opt.state_dict()["state"].values() for k, v in s.items()]
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 16, 16)])
+def test_bf16_epochs_are_finite_and_keep_the_fp32_checkpoint_format(shape):
+    loss = GanLoss(LossConfig(r1_gamma=0.1))
+    ref = image_pair(shape)
+    train_epoch(*ref[:2], image_batches(shape), ref[2], ref[3], loss, gen=torch.Generator().manual_seed(0))
+    G, D, opt_g, opt_d = image_pair(shape)
+    calls = watch_d(D)
+    gen = torch.Generator().manual_seed(0)
+    for epoch in range(3):  # R1 every 2nd D step: fp32 and bf16 D steps both happen
+        m = train_epoch(G, D, image_batches(shape, seed=epoch), opt_g, opt_d, loss, gen=gen, amp=torch.bfloat16,
+                        r1_every=2, step0=3 * epoch)
+        assert finite(m) and m["nonfinite"] == 0.0 and m["r1"] > 0, m
+    assert {ac for in_d, ac, _ in calls if not in_d} == {True}  # every G step's D forward under autocast
+    assert {ac for in_d, ac, _ in calls if in_d} == {True, False}
+    # Same checkpoint: keys, dtypes (fp32 parameters, BN statistics, Adam moments) and shapes.
+    assert state_format(G, D) == state_format(*ref[:2])
+    assert all(p.dtype == torch.float32 for p in [*G.parameters(), *D.parameters()])
+    assert opt_format(opt_g) == opt_format(ref[2]) and opt_format(opt_d) == opt_format(ref[3])
+    assert {v.dtype for s in opt_d.state_dict()["state"].values() for k, v in s.items() if k != "step"} == {torch.float32}
+    # bf16 really ran: the result is near, not equal to, the fp32 one's.
+    assert not all(torch.equal(a, b) for a, b in zip(G.parameters(), ref[0].parameters()))
+
+
+def test_lazy_r1_is_taken_on_exactly_the_steps_i_mod_k_and_in_fp32():
+    G, D, opt_g, opt_d = image_pair((3, 8, 8))
+    calls = watch_d(D)
+    # Global D steps 2..10 (step0=2): R1 at 4 and 8 only.
+    m = train_epoch(G, D, image_batches((3, 8, 8), n=9), opt_g, opt_d, GanLoss(LossConfig(r1_gamma=1.0)),
+                    gen=torch.Generator().manual_seed(0), amp=torch.bfloat16, r1_every=4, step0=2)
+    d_calls = [(ac, leaf) for in_d, ac, leaf in calls if in_d]
+    assert len(d_calls) == 9 and m["steps_d"] == 9  # still one D forward per D step
+    assert [leaf for _, leaf in d_calls] == [i % 4 == 0 for i in range(2, 11)]
+    assert [ac for ac, _ in d_calls] == [i % 4 != 0 for i in range(2, 11)]  # R1 steps: fp32; others bf16
+    assert m["r1"] > 0
+    # Eager r1_every=1 takes it every step.
+    G, D, opt_g, opt_d = image_pair((3, 8, 8))
+    calls = watch_d(D)
+    train_epoch(G, D, image_batches((3, 8, 8), n=5), opt_g, opt_d, GanLoss(LossConfig(r1_gamma=1.0)), step0=3)
+    assert [(ac, leaf) for in_d, ac, leaf in calls if in_d] == [(False, True)] * 5
+
+
+def test_gp_d_steps_stay_fp32_under_amp():
+    G, D, opt_g, opt_d = image_pair((3, 8, 8))
+    calls = watch_d(D)
+    m = train_epoch(G, D, image_batches((3, 8, 8), n=4), opt_g, opt_d, GanLoss(LossConfig(name="wgan-gp")),
+                    n_critic=2, gen=torch.Generator().manual_seed(0), amp=torch.bfloat16, r1_every=3)
+    assert finite(m) and m["gp"] > 0 and "r1" in m and m["r1"] == 0.0  # R1 off: reported 0 as before
+    assert [ac for in_d, ac, _ in calls if in_d] == [False] * 4
+    assert [ac for in_d, ac, _ in calls if not in_d] == [True] * 2
+
+
+def test_lazy_r1_step_weights_r1_by_k_and_other_steps_skip_it():
+    # SGD lr=1: the update is -grad. The step taking R1 equals eager R1 with gamma x k; a skipped step
+    # equals a loss without R1, and reports no "r1".
+    G, D, _, _ = pair("mlp", (2,))  # PyTorch's init: R1 ~1e-3 (DCGAN's N(0, 0.02) makes it ~1e-6)
+    real = torch.randn(16, 2) + 1
+
+    def update(loss_cfg, **kw):
+        d = copy.deepcopy(D)
+        before = [p.detach().clone() for p in d.parameters()]
+        m = d_step(G, d, real, torch.optim.SGD(d.parameters(), lr=1.0), GanLoss(loss_cfg),
+                   torch.Generator().manual_seed(0), **kw)
+        return m, [b - p.detach() for b, p in zip(before, d.parameters())]
+
+    m4, lazy = update(LossConfig(r1_gamma=0.5), r1_every=4, step=8)
+    m1, eager = update(LossConfig(r1_gamma=2.0))
+    assert m4["r1"] == pytest.approx(m1["r1"], rel=1e-6) and m4["r1"] > 1e-4
+    assert m4["loss_d"] == pytest.approx(m1["loss_d"], rel=1e-6)
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-8) for a, b in zip(lazy, eager))
+    m_skip, skipped = update(LossConfig(r1_gamma=0.5), r1_every=4, step=9)
+    m_off, off = update(LossConfig(r1_gamma=0.0))
+    assert "r1" not in m_skip and m_skip["loss_d"] == m_off["loss_d"]
+    assert all(torch.equal(a, b) for a, b in zip(skipped, off))
+    assert not all(torch.allclose(a, b) for a, b in zip(lazy, off))  # R1 did matter on the step taking it
+    with pytest.raises(ValueError, match="r1_every"):
+        update(LossConfig(r1_gamma=0.5), r1_every=0)
+
+
+# train_epoch's metrics on _seeded_epoch(), from steps.py before amp / r1_every existed (equal on 1 and 2
+# threads). Doubling r1_gamma moves loss_d by 1e-3 relative, so rel=1e-4 catches a changed R1 weight or
+# autocast on by default, and leaves room for another CPU's kernels.
+EXPECTED_DEFAULT = {"loss_d": 1.426793098449707, "loss_g": 0.7636682689189911, "r1": 0.0030743020470254123}
+
+
+def _seeded_epoch(**kw):
+    G, D, opt_g, opt_d = pair("mlp", (2,))
+    gen = torch.Generator().manual_seed(1)
+    batches = [torch.randn(16, 2, generator=gen) + 1 for _ in range(4)]
+    m = train_epoch(G, D, batches, opt_g, opt_d, GanLoss(LossConfig(r1_gamma=1.0)),
+                    gen=torch.Generator().manual_seed(0), ema=EMA(G, decay=0.5), **kw)
+    return m, [t.clone() for t in [*G.state_dict().values(), *D.state_dict().values()]]
+
+
+def test_defaults_unchanged():
+    m, state = _seeded_epoch()
+    assert m["loss_d"] == pytest.approx(EXPECTED_DEFAULT["loss_d"], rel=1e-4)
+    assert m["loss_g"] == pytest.approx(EXPECTED_DEFAULT["loss_g"], rel=1e-4)
+    assert m["r1"] == pytest.approx(EXPECTED_DEFAULT["r1"], rel=1e-4)
+    # Bit for bit: the explicit defaults, and r1_every=1 from any step0 (resumed runs), are the same step.
+    for kw in (dict(amp=None, r1_every=1, step0=0, channels_last=False), dict(r1_every=1, step0=7)):
+        m2, state2 = _seeded_epoch(**kw)
+        assert m2 == m and all(torch.equal(a, b) for a, b in zip(state, state2)), kw
+
+
+def test_channels_last_modules_train_like_contiguous_ones():
+    shape = (3, 16, 16)
+    loss = GanLoss(LossConfig(r1_gamma=0.1))
+    ref = image_pair(shape)
+    m_ref = train_epoch(*ref[:2], image_batches(shape), ref[2], ref[3], loss, gen=torch.Generator().manual_seed(0))
+    G, D, opt_g, opt_d = image_pair(shape)
+    G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    seen = []
+    D.register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    m = train_epoch(G, D, image_batches(shape), opt_g, opt_d, loss, gen=torch.Generator().manual_seed(0),
+                    channels_last=True)
+    assert seen and all(seen)  # real rows arrive channels_last, so D's input is
+    assert finite(m) and m["loss_d"] == pytest.approx(m_ref["loss_d"], rel=1e-4)
+    assert state_format(G, D) == state_format(*ref[:2])
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(G.parameters(), ref[0].parameters()))
+    from gan_core.steps import to_device
+    x = torch.rand(2, 3, 4, 4)
+    assert to_device(x, "cpu") is x and to_device(x, "cpu", channels_last=True).is_contiguous(
+        memory_format=torch.channels_last)
+    assert to_device(torch.rand(4, 2), "cpu", channels_last=True).shape == (4, 2)  # points: left alone
+
+
+def test_compiled_modules_train_with_r1_and_keep_state_dict_keys():
+    # aot_eager: the autograd path of torch.compile (which has no double backward) without compiling C++.
+    shape = (1, 8, 8)
+    G, D, opt_g, opt_d = image_pair(shape)
+    keys = list(G.state_dict()), list(D.state_dict())
+    D.compile(backend="aot_eager")  # D: the one whose penalty takes a double backward
+    m = train_epoch(G, D, image_batches(shape, n=3), opt_g, opt_d, GanLoss(LossConfig(r1_gamma=1.0)),
+                    gen=torch.Generator().manual_seed(0), r1_every=2, amp=torch.bfloat16)
+    assert finite(m) and m["r1"] > 0 and m["steps_d"] == 3
+    assert (list(G.state_dict()), list(D.state_dict())) == keys

@@ -20,7 +20,10 @@ PANELS = (
     ("D accuracy (0.5 = equilibrium)", ("d_acc_real", "d_acc_fake")),
     ("Wasserstein estimate E[D(x)]-E[D(G(z))]", ("wasserstein",)),
     ("gradient norms", ("grad_norm_d", "grad_norm_g")),
+    # Probed every eval.every epochs (within their time budget), so a curve has gaps: drawn where measured.
+    ("probe on the validation split (lower is better)", (f"{PROBE_PREFIX}fd_ratio", f"{PROBE_PREFIX}mixture_kl")),
 )
+SAMPLES_KEY = "training_samples"  # the MLflow image key of the sample grid logged at each checkpoint (step: epochs completed)
 
 
 # --- checkpoints ------------------------------------------------------------------------------------------

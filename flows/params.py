@@ -8,7 +8,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import ConfigDict, Field, ValidationError, model_validator
@@ -77,18 +77,36 @@ class TrainConfig(Strict):
     batch_size: int = Field(32, ge=2, description="global batch, split across workers")
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="EMA of G used for evaluation; 0 = off")
     seed: int = 0
-    num_workers: int = Field(2, ge=1)
+    num_workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="Ray Train workers (DDP); auto: one per GPU when the cluster has GPUs (and use_gpu "
+        "allows), else 1")
     cpus_per_worker: int = Field(1, ge=1, description="CPUs (and torch threads) per worker")
     use_gpu: Literal["auto", True, False] = "auto"
     checkpoint_every: int = Field(5, ge=1, description="epochs between checkpoints")
     keep_checkpoints: int = Field(2, ge=1)
     max_failures: int = Field(2, ge=0, description="worker failures Ray Train recovers from")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="bf16: forwards under autocast (penalties stay fp32); auto: where measured to help "
+        "(gan_core.training.resolve_speed), decided when the run starts and kept by its resumes")
+    channels_last: Literal["auto", True, False] = Field("auto", description="NHWC image tensors; auto: where "
+                                                        "measured to help")
+    compile: bool = Field(False, description="torch.compile G's and D's forwards (slow start; pays on long GPU runs)")
+    r1_every: int = Field(1, ge=1, description="lazy R1 (StyleGAN2): the penalty on every k-th D step, weighted by k")
+
+
+    def workers(self, gpus: int) -> int:
+        """num_workers for a cluster with `gpus` GPUs."""
+        if self.num_workers != "auto":
+            return self.num_workers
+        return gpus if gpus and self.use_gpu is not False else 1
 
 
 class EvalConfig(Strict):
     num_samples: int = Field(2500, ge=10, description="generated samples scored (PacGAN uses 2,500)")
     every: int = Field(1, ge=0, description="epochs between in-training probes of the selection metric; 0 = off")
     probe_samples: int = Field(1000, ge=10, description="samples per in-training probe")
+    probe_budget: float = Field(0.1, gt=0.0, le=1.0, description="the probes' most share of training time: a "
+                                "due probe waits while they cost more (the last epoch's always runs)")
     seed: int = 1234
 
 
@@ -230,7 +248,8 @@ class Params(Strict):
         included, so a changed recipe is a new run."""
         keyed = {k: self.model_dump(mode="json")[k] for k in ("recipe", "data", "model", "loss", "train", "augment")}
         keyed["optim"] = dataclasses.asdict(self.resolved_optim)
-        for volatile in ("num_workers", "cpus_per_worker", "use_gpu", "max_failures", "checkpoint_every", "keep_checkpoints"):
+        for volatile in ("num_workers", "cpus_per_worker", "use_gpu", "max_failures", "checkpoint_every", "keep_checkpoints",
+                         "channels_last", "compile"):
             keyed["train"].pop(volatile)  # how we run, not what we learn (up to float summation order)
         return json.loads(json.dumps(keyed, sort_keys=True, default=str))
 

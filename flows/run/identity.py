@@ -39,6 +39,9 @@ class RunIdentity:
     init_from: str | None = None  # NAME/VERSION of the registered version this run started from (--init-from)
     overrides: list[str] = field(default_factory=list)  # the --set values it ran with: the same ones resume it
     created: float | None = None  # when the run was first recorded (epoch s): retention orders runs by it
+    # train.precision/channels_last as resolved for the machine that started the run; its resumes keep them,
+    # so the weights never depend on which machine resumed it.
+    speed: dict = field(default_factory=dict)
 
     @property
     def key(self) -> dict:
@@ -101,6 +104,7 @@ def run_identity(params: Params, data_version: str, paths: RunPaths, new_run: bo
             raise UserError(f"run folder {paths.ray_results / name} belongs to other hyper-parameters or data "
                             f"({recorded}); rerun with --new-run to start a separate run")
         identity.mlflow_run_id = recorded.get("mlflow_run_id")
+        identity.speed = recorded.get("speed") or {}
     if guard_interrupted:
         others = [r for r in interrupted_runs(paths, params.data.name, data_version) if r["name"] != name
                   and (overrides or not r.get("overrides"))]  # a one-off stays one-off: it never blocks the schedule

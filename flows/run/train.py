@@ -2,7 +2,7 @@
 runs). Which run this is, and whether it resumes, is decided in flows.run.identity."""
 from __future__ import annotations
 
-import dataclasses
+import sys
 import time
 from pathlib import Path
 
@@ -16,9 +16,11 @@ from flows.evaluate import Evaluator
 from flows.params import Params
 from flows.run import ray_runtime
 from flows.run.identity import RunIdentity, TrainOutcome, last_checkpoint_epoch, record_identity, resolve_model, settle
-from flows.run.worker import train_loop
+from flows.run.worker import WorkerJob, train_loop
 from flows.servers import redact_text
+from gan_core.config import ModelConfig
 from gan_core.recipes import describe
+from gan_core.training import RunSpec, resolve_speed
 
 
 def fit(params: Params, paths: RunPaths, identity: RunIdentity, callbacks: list | None = None,
@@ -28,15 +30,14 @@ def fit(params: Params, paths: RunPaths, identity: RunIdentity, callbacks: list 
     after that many epochs, with a checkpoint, though the schedule still spans train.epochs (a PBT
     segment)."""
     ray_runtime.init(paths)
-    use_gpu = _check_resources(params)
+    use_gpu, workers = _check_resources(params)
     resumed = last_checkpoint_epoch(paths.ray_results / identity.name)
     if resumed is not None:
         print(f"Resuming run {identity.name} from its checkpoint after epoch {resumed} "
               f"(same hyper-parameters and data; pass --new-run to start over)")
     identity.status = "running"
-    record_identity(identity, paths)
-    config = _worker_config(params, paths, identity, use_gpu, init_state, stop_epoch)
-    trainer = _trainer(params, paths, identity, config, use_gpu, callbacks)
+    config = _worker_config(params, paths, identity, use_gpu, workers, init_state, stop_epoch)
+    trainer = _trainer(params, paths, identity, config, use_gpu, workers, callbacks)
     started = time.perf_counter()
     try:
         result = trainer.fit()
@@ -47,53 +48,73 @@ def fit(params: Params, paths: RunPaths, identity: RunIdentity, callbacks: list 
     return TrainOutcome(identity, state, state["history"], resumed or 0, time.perf_counter() - started)
 
 
-def _check_resources(params: Params) -> bool:
-    """Whether the workers get GPUs; a request the Ray cluster cannot place is a clear error."""
+def _check_resources(params: Params) -> tuple[bool, int]:
+    """(whether the workers get GPUs, how many workers); a request the Ray cluster cannot place is a clear
+    error."""
     import ray
 
     t = params.train
-    use_gpu = t.use_gpu if t.use_gpu != "auto" else ray_runtime.gpus_available() >= t.num_workers
+    gpus = ray_runtime.gpus_available()
+    workers = t.workers(gpus)
+    use_gpu = t.use_gpu if t.use_gpu != "auto" else gpus >= workers
     cpus = ray.cluster_resources().get("CPU", 0)
-    if t.num_workers * t.cpus_per_worker > cpus:
-        raise UserError(f"train.num_workers={t.num_workers} x train.cpus_per_worker={t.cpus_per_worker} needs "
-                        f"{t.num_workers * t.cpus_per_worker} CPUs; the Ray cluster has {cpus:g}. Lower them "
+    if workers * t.cpus_per_worker > cpus:
+        raise UserError(f"train.num_workers={workers} x train.cpus_per_worker={t.cpus_per_worker} needs "
+                        f"{workers * t.cpus_per_worker} CPUs; the Ray cluster has {cpus:g}. Lower them "
                         "or add nodes (RAY_ADDRESS).")
-    return use_gpu
+    return use_gpu, workers
 
 
-def _worker_config(params: Params, paths: RunPaths, identity: RunIdentity, use_gpu: bool,
+def _worker_config(params: Params, paths: RunPaths, identity: RunIdentity, use_gpu: bool, workers: int,
                    init_state: dict | None, stop_epoch: int | None) -> dict:
-    """train_loop's config: the run's snapshot as plain values, data and judge through the object store."""
+    """train_loop's config: the run's typed spec, and its data and judge through the object store."""
     import ray
 
     t = params.train
-    model_cfg = resolve_model(params, load_manifest(paths.workspace))
-    optim = params.resolved_optim
-    aug = "" if params.augment.policy == "off" else f", {params.augment.policy} augmentation"
-    print(f"Training {identity.name} (recipe {params.recipe}): {params.loss.name} loss, {describe(optim)}, "
-          f"{model_cfg.arch} G/D{aug}, {t.num_workers} {'GPU' if use_gpu else 'CPU'} workers, {t.epochs} epochs")
     x, y = load_split(paths.workspace, "train")
-    return {
-        "model": model_cfg.model_dump(),
-        "loss": params.loss.model_dump(),
-        "optim": dataclasses.asdict(optim),
-        "train": t.model_dump(mode="json"),
-        "augment": params.augment.model_dump(mode="json"),
-        "mirror": params.data.mirror,
+    spec = run_spec(params, resolve_model(params, load_manifest(paths.workspace)), identity,
+                    "cuda" if use_gpu else "cpu", tuple(x.shape[1:]), stop_epoch)
+    record_identity(identity, paths)  # with the speed settings it resolved
+    aug = "" if spec.augment.policy == "off" else f", {spec.augment.policy} augmentation"
+    fast = f", {spec.precision}" + (", channels_last" if spec.channels_last else "") + (
+        ", compiled" if spec.compile else "") + (f", R1 every {spec.r1_every} D steps" if spec.r1_every > 1 else "")
+    print(f"Training {identity.name} (recipe {params.recipe}): {spec.loss.name} loss, {describe(spec.optim)}, "
+          f"{spec.model.arch} G/D{aug}, {workers} {'GPU' if use_gpu else 'CPU'} workers{fast}, "
+          f"{spec.epochs} epochs")
+    job = WorkerJob(
         # Through the object store: works on a multi-node cluster too.
-        "data_ref": ray.put(x.numpy()),
-        "labels_ref": ray.put(y.numpy()) if model_cfg.conditional else None,
+        data_ref=ray.put(x.numpy()),
+        labels_ref=ray.put(y.numpy()) if spec.model.conditional else None,
         # Selection (probe -> kept checkpoints, Tune) measures on val; the holdout is kept for the report.
-        "evaluator_ref": ray.put(Evaluator(paths.workspace, split="val")) if params.eval.every else None,
-        "eval": params.eval.model_dump(),
-        "mlflow_run_id": identity.mlflow_run_id,
-        "init_state_ref": ray.put(init_state) if init_state is not None else None,
-        "stop_epoch": stop_epoch or t.epochs,
-        "schedule_epochs": identity.schedule_epochs or t.epochs,
-    }
+        evaluator_ref=ray.put(Evaluator(paths.workspace, split="val")) if params.eval.every else None,
+        probe_samples=params.eval.probe_samples, probe_seed=params.eval.seed,
+        mlflow_run_id=identity.mlflow_run_id,
+        init_state_ref=ray.put(init_state) if init_state is not None else None,
+        cpus_per_worker=t.cpus_per_worker,
+        terminal=sys.stdout.isatty(),
+    )
+    return {"spec": spec, "job": job}
 
 
-def _trainer(params: Params, paths: RunPaths, identity: RunIdentity, config: dict, use_gpu: bool,
+def run_spec(params: Params, model_cfg: ModelConfig, identity: RunIdentity, device_type: str,
+             data_shape: tuple[int, ...], stop_epoch: int | None = None) -> RunSpec:
+    """The run's RunSpec, resolved once: params (recipe values filled in), the model made concrete for the
+    data, the schedule's horizon (a continued run keeps its parent's), and the speed settings this machine
+    gets (or the run's first machine got: `identity.speed`)."""
+    t = params.train
+    if not identity.speed:
+        precision, channels_last = resolve_speed(t.precision, t.channels_last, device_type, data_shape)
+        identity.speed = {"precision": precision, "channels_last": channels_last}
+    return RunSpec(
+        model=model_cfg, loss=params.loss, optim=params.resolved_optim, augment=params.augment,
+        epochs=t.epochs, batch_size=t.batch_size, seed=t.seed, ema_decay=t.ema_decay, repeat=t.repeat,
+        mirror=params.data.mirror, horizon=identity.schedule_epochs or t.epochs, stop_epoch=stop_epoch,
+        checkpoint_every=t.checkpoint_every, probe_every=params.eval.every, probe_budget=params.eval.probe_budget,
+        precision=identity.speed["precision"], channels_last=identity.speed["channels_last"], compile=t.compile,
+        r1_every=t.r1_every)
+
+
+def _trainer(params: Params, paths: RunPaths, identity: RunIdentity, config: dict, use_gpu: bool, workers: int,
              callbacks: list | None):
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -103,7 +124,7 @@ def _trainer(params: Params, paths: RunPaths, identity: RunIdentity, config: dic
         train_loop,
         train_loop_config=config,
         torch_config=ray_runtime.torch_config(),  # the local runtime's process group store on loopback
-        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=use_gpu,
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": t.cpus_per_worker}),
         run_config=RunConfig(
             name=identity.name,

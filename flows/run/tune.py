@@ -287,7 +287,8 @@ def _tuner(params: Params, base_raw: dict, n_train: int | None, paths: RunPaths,
 
     s = params.tune
     cpus = ray.cluster_resources().get("CPU", 1)
-    fits = max(1, int(cpus // (params.train.num_workers * params.train.cpus_per_worker)))
+    workers = params.train.workers(ray_runtime.gpus_available())
+    fits = max(1, int(cpus // (workers * params.train.cpus_per_worker)))
     # Tune's max_concurrent_trials holds back trial *creation*: PBT and successive halving pause trials
     # and need the whole population to exist (paused trials make room). Under PBT the TorchTrainers'
     # CPU requests alone bound who trains; successive halving picks who trains itself.

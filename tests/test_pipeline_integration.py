@@ -27,6 +27,9 @@ def test_pipeline_end_to_end_registers_a_loadable_generator(fresh_workspace):
     retention = "retention (keep_versions=5, keep_runs=5, aliased versions always): "  # the run's last step
     assert retention + "removed nothing" in proc.stdout
     assert "epoch 2/2" in proc.stdout + proc.stderr  # rank-0 progress reached the driver
+    # A plain line with the ETA (not a terminal), and after the first epoch the whole run's estimate.
+    assert "epoch 1/2 elapsed " in proc.stdout + proc.stderr and " ETA " in proc.stdout + proc.stderr
+    assert "estimate: about " in proc.stdout + proc.stderr
     assert "Add type hints" not in proc.stdout + proc.stderr  # the pyfunc is typed: MLflow has nothing to ask
 
     # DVC versioned the data and pushed it to the local remote under the run dir.
@@ -71,7 +74,11 @@ def test_pipeline_end_to_end_registers_a_loadable_generator(fresh_workspace):
     # train.repeat=2: each epoch passes twice over the 1,259 images, 2 x 39 batches of 16 on each worker.
     assert [m.value for m in client.get_metric_history(run.info.run_id, "steps_g")] == [78.0, 78.0]
     images = {a.path for a in client.list_artifacts(run.info.run_id, "images")}
-    assert images == {"images/samples.png", "images/training_curves.png"}
+    assert {"images/samples.png", "images/training_curves.png"} <= images
+    # A sample grid at each checkpoint (every epoch here), stepped by epochs completed, for MLflow's image view.
+    grids = {p.split("+step+")[1].split("+")[0] for p in images if p.startswith("images/training_samples+step+")
+             and p.endswith(".png")}
+    assert grids == {"1", "2"}, images
     # Labelled images train class-conditional by default (the recipe's model.conditional: auto): raw
     # latents carry the class id in a last column.
     assert "Class-conditional" in client.get_registered_model("ganflow-digits").description

@@ -1,0 +1,155 @@
+"""gan_core.training: the one loop's hooks (probe, checkpoint, progress at the epochs asked), its resume,
+the bf16 path under CPU autocast, the speed settings' resolution and the progress lines."""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import pytest
+import torch
+
+from gan_core.augment import AugmentConfig
+from gan_core.checkpoint import restore
+from gan_core.config import LossConfig, ModelConfig, OptimConfig
+from gan_core.recipes import resolve
+from gan_core.training import (Hooks, Progress, RunSpec, build, estimate_line, fit, format_duration, local_batches,
+                               prepare_data, progress_line, resolve_speed)
+
+
+def _spec(**kw) -> RunSpec:
+    loss = LossConfig(name="non-saturating", r1_gamma=0.01)
+    base = dict(model=ModelConfig(arch="dcgan", width=8, z_dim=8), loss=loss,
+                optim=resolve(loss, OptimConfig(lr_decay_start=0.5)), augment=AugmentConfig(), epochs=4,
+                batch_size=16, seed=3, ema_decay=0.99, checkpoint_every=3, probe_every=2, probe_budget=1.0)
+    return RunSpec(**{**base, **kw})
+
+
+def _data(n: int = 64, side: int = 8) -> torch.Tensor:
+    return torch.rand(n, 1, side, side, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+
+class Recorder(Hooks):
+    def __init__(self, probe_cost: float = 0.0):
+        self.probes, self.states, self.reports, self.progress_seen = [], [], [], []
+        self.probe_cost = probe_cost
+
+    def probe(self, G, done):
+        time.sleep(self.probe_cost)
+        self.probes.append(done)
+        return {"probe_x": float(done)}
+
+    def progress(self, p: Progress):
+        self.progress_seen.append((p.done, p.first, p.eta_s))
+
+    def end_epoch(self, metrics, done, state):
+        self.reports.append(done)
+        if state is not None:
+            self.states.append(done)
+
+
+def _run(spec: RunSpec, hooks: Hooks, x: torch.Tensor, start: int = 0, history=None, parts=None):
+    parts = parts or build(spec, tuple(x.shape[1:]))
+    return parts, fit(spec, parts, local_batches(prepare_data(spec, x), spec.batch_size), hooks, start, history)
+
+
+def test_hooks_run_at_the_epochs_asked(one_thread):
+    h = Recorder()
+    _, out = _run(_spec(), h, _data())
+    assert h.probes == [2, 4]              # every probe_every, and the last epoch
+    assert h.states == [3, 4]              # every checkpoint_every, and the last epoch
+    assert h.reports == [1, 2, 3, 4]       # one report per epoch, checkpoint or not
+    assert [d for d, _, _ in h.progress_seen] == [1, 2, 3, 4]
+    assert [first for _, first, _ in h.progress_seen] == [True, False, False, False]
+    assert h.progress_seen[-1][2] == 0.0 and h.progress_seen[0][2] > 0
+    assert [m["epoch"] for m in out.history] == [0, 1, 2, 3] and out.diverged_at is None
+    assert "probe_x" in out.history[1] and "probe_x" not in out.history[0]
+    assert out.state["epoch"] == 3 and len(out.state["history"]) == 4
+    # The lr schedule is the product's: constant to half-way, then decaying.
+    lrs = [m["lr_g"] for m in out.history]
+    assert lrs[0] == lrs[1] == lrs[2] and lrs[3] == pytest.approx(lrs[2] / 2)  # progress 3/4: half-way down
+
+
+def test_probes_wait_while_they_cost_more_than_their_share_of_training(one_thread):
+    h = Recorder(probe_cost=0.5)  # far more than a tiny epoch
+    _run(_spec(epochs=5, probe_every=1, probe_budget=0.1), h, _data())
+    assert h.probes == [1, 5]  # the first, then only the last one (always run)
+    h = Recorder(probe_cost=0.5)
+    _run(_spec(epochs=3, probe_every=1, probe_budget=1.0, stop_epoch=2), h, _data())
+    assert h.probes == [1, 2]  # a segment's end (stop_epoch) is probed as well
+
+
+def test_a_resumed_run_is_bit_identical_to_an_uninterrupted_one(one_thread):
+    x = _data()
+    spec = _spec(augment=AugmentConfig(policy="adaptive", p_init=0.1))
+    whole, _ = _run(spec, Hooks(), x)
+    h = Recorder()
+    _, first = _run(dataclasses.replace(spec, stop_epoch=2, checkpoint_every=2), h, x)
+    parts = build(spec, tuple(x.shape[1:]))
+    start, history = restore(first.state, parts.G, parts.D, parts.opt_g, parts.opt_d, parts.ema)
+    resumed, second = _run(spec, Hooks(), x, start, history, parts)
+    assert start == 2 and [m["epoch"] for m in second.history] == [0, 1, 2, 3]
+    for a, b in zip(whole.G.state_dict().values(), resumed.G.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(whole.ema.module.state_dict().values(), resumed.ema.module.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_a_nan_stops_the_run_at_that_epoch(one_thread):
+    h = Recorder()
+    spec = _spec(optim=dataclasses.replace(_spec().optim, lr_d=1e30, lr_g=1e30), epochs=6)
+    _, out = _run(spec, h, _data())
+    assert out.diverged_at is not None and out.diverged_at < 6
+    assert h.reports[-1] == out.diverged_at and out.history[-1]["nonfinite"] == 1.0
+    assert out.diverged_at not in h.states  # no checkpoint of a poisoned state
+
+
+def test_bf16_under_cpu_autocast_trains_finite_with_the_same_checkpoint_format(one_thread):
+    x = _data(64, 16)
+    h32, h16 = Recorder(), Recorder()
+    fp32, out32 = _run(_spec(epochs=2, checkpoint_every=1), h32, x)
+    bf16, out16 = _run(_spec(epochs=2, checkpoint_every=1, precision="bf16", channels_last=True, r1_every=4), h16, x)
+    assert all(m["nonfinite"] == 0.0 for m in out16.history)
+    assert all(torch.isfinite(p).all() for p in bf16.G.parameters())
+    for key in ("generator", "discriminator", "ema"):
+        a, b = out32.state[key], out16.state[key]
+        a, b = (a["module"], b["module"]) if key == "ema" else (a, b)
+        assert list(a) == list(b)
+        assert all(a[k].shape == b[k].shape and a[k].dtype == b[k].dtype for k in a)
+    assert set(out32.state) == set(out16.state)
+    # The weights did move differently: bf16 is not silently the fp32 path.
+    assert not torch.equal(*(next(iter(o.state["generator"].values())) for o in (out32, out16)))
+
+
+def test_speed_settings_resolve_by_device_and_image_size(monkeypatch):
+    import gan_core.training as training
+
+    monkeypatch.setattr(training, "bf16_fast", lambda device: device == "cuda")
+    assert resolve_speed("auto", "auto", "cpu", (1, 8, 8)) == ("fp32", False)    # 8 px: overhead-bound
+    assert resolve_speed("auto", "auto", "cpu", (3, 32, 32)) == ("fp32", True)   # no native bf16 here
+    assert resolve_speed("auto", "auto", "cuda", (3, 32, 32)) == ("bf16", True)
+    assert resolve_speed("auto", "auto", "cuda", (2,)) == ("fp32", False)        # points
+    assert resolve_speed("bf16", False, "cpu", (1, 8, 8)) == ("bf16", False)     # what the user set wins
+    assert resolve_speed("fp32", True, "cuda", (2,)) == ("fp32", False)          # NHWC needs images
+
+
+def test_a_spec_refuses_what_it_cannot_train():
+    with pytest.raises(ValueError, match="precision"):
+        _spec(precision="fp16")
+    with pytest.raises(ValueError, match="resolved"):
+        _spec(model=ModelConfig(arch="auto"))
+    with pytest.raises(ValueError, match="stop_epoch"):
+        _spec(stop_epoch=9)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        _spec().epochs = 3  # type: ignore[misc]
+
+
+def test_progress_lines_say_elapsed_time_and_eta():
+    p = Progress(done=3, end=200, total=200, epoch_s=2.0, elapsed_s=6.2, eta_s=394.0, metrics={}, finite=True,
+                 first=False)
+    assert progress_line(p) == "epoch 3/200 elapsed 6s ETA 6m34s"
+    assert progress_line(p, bar=True, width=10) == "epoch 3/200 [..........]   2% elapsed 6s ETA 6m34s"
+    half = dataclasses.replace(p, done=100)
+    assert "[#####.....]  50%" in progress_line(half, bar=True, width=10)
+    first = dataclasses.replace(p, done=1, elapsed_s=23.0, eta_s=199 * 23.0, first=True)
+    assert estimate_line(first) == "estimate: about 77 min for 200 epochs on this machine (2.0s an epoch)"
+    assert format_duration(4.4) == "4s" and format_duration(3725) == "1h02m"

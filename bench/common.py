@@ -1,4 +1,5 @@
-"""Shared plumbing for the bench scripts: thread pinning, a 2-process pool, stats, tables, footer."""
+"""Shared plumbing for the bench scripts: thread pinning, a 2-process pool, stats, tables, footer, and the
+product's RunSpec for a recipe (every benchmark trains through gan_core.training.fit)."""
 from __future__ import annotations
 
 import math
@@ -61,6 +62,66 @@ class _Indexed:
     def __call__(self, item: tuple[int, Any]) -> tuple[int, Any]:
         i, job = item
         return i, self.fn(job)
+
+
+def recipe_spec(recipe: str, loss: str | None = None, *, seed: int = 0, n_train: int | None = None,
+                model: dict | None = None, loss_extras: dict | None = None, optim: dict | None = None,
+                **fields: Any):
+    """The RunSpec the product trains for gan_core.recipes' `recipe` (filled as params.yaml's null fields
+    are: recipes.fill, its repeat sized to `n_train` items) with `loss` (default: the recipe's own), then a
+    benchmark's explicit overrides: `model` (ModelConfig fields; conditioning is off unless given, as
+    `auto` needs the data), `loss_extras` (LossConfig fields), `optim` (OptimConfig fields, laid over the
+    filled optimiser through recipes.resolve) and any RunSpec field (`fields`, via dataclasses.replace)."""
+    from dataclasses import replace
+
+    from gan_core.augment import AugmentConfig
+    from gan_core.config import LossConfig, ModelConfig, OptimConfig
+    from gan_core.recipes import RECIPES, fill, resolve
+    from gan_core.training import RunSpec
+
+    r = RECIPES[recipe]
+    values = fill({}, r, loss or r.loss, n_train)
+
+    def section(name: str) -> dict[str, Any]:
+        return {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith(f"{name}.")}
+
+    loss_cfg = LossConfig(**{"name": loss or r.loss, **section("loss"), **(loss_extras or {})})
+    train = section("train")
+    spec = RunSpec(model=ModelConfig(**{**section("model"), "conditional": False, **(model or {})}),
+                   loss=loss_cfg, optim=resolve(loss_cfg, OptimConfig(**{**section("optim"), **(optim or {})})),
+                   augment=AugmentConfig(**section("augment")), epochs=train["epochs"],
+                   batch_size=train["batch_size"], seed=seed, ema_decay=train["ema_decay"], repeat=train["repeat"])
+    return replace(spec, **fields)
+
+
+def spec_line(spec) -> str:
+    """A RunSpec in one line: model, loss and extras, optimiser, batch, EMA, augmentation, speed options."""
+    from gan_core.losses import GanLoss
+    from gan_core.recipes import describe
+
+    m, loss = spec.model, GanLoss(spec.loss)  # the loss's own GP weight and clip when not overridden
+    extras = [f"{k} {v:g}" for k, v in (("R1", spec.loss.r1_gamma), ("GP", loss.gp_weight), ("clip", loss.clip))
+              if v]
+    depth = f"x{m.depth}" if m.arch == "mlp" else ""
+    out = (f"{m.arch} {m.width}{depth} z{m.z_dim}{' +SN' if m.spectral_norm else ''}"
+           f"{' conditional' if m.conditional else ''}, {spec.loss.name}{' + ' + ', '.join(extras) if extras else ''}, "
+           f"{describe(spec.optim)}, batch {spec.batch_size}, "
+           f"{f'EMA {spec.ema_decay:g}' if spec.ema_decay else 'no EMA'}")
+    if spec.augment.policy != "off":
+        out += f", {spec.augment.policy} augmentation"
+    fast = [o for o, on in ((spec.precision, spec.precision != "fp32"), ("channels_last", spec.channels_last),
+                            ("compiled", spec.compile), (f"R1 every {spec.r1_every}", spec.r1_every > 1)) if on]
+    return out + (f", {', '.join(fast)}" if fast else "")
+
+
+def on_device(parts, spec, device) -> None:
+    """Parts built by gan_core.training.build (on the CPU) moved to `device` in place, as the Ray worker
+    does: the optimisers keep the same parameters; channels_last stays channels_last."""
+    import torch
+
+    fmt = {"memory_format": torch.channels_last} if spec.channels_last and len(parts.data_shape) == 3 else {}
+    for m in (parts.G, parts.D, *([parts.ema.module] if parts.ema is not None else [])):
+        m.to(device, **fmt)
 
 
 def mean_std(xs: Iterable[float]) -> tuple[float, float]:

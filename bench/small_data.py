@@ -4,13 +4,19 @@ Data: gan_core.data.load_digits() in [-1, 1], split(x, y, 0.2, seed 0) -> 1,438 
 Class-balanced training subsets (n/10 images of each class, nested: the 100 are among the 150, ...)
 drawn per seed, plus all 1,438; every policy of a (size, seed) trains on the same subset, batch order
 and initial weights.
-Recipe: the product's `images-ns-r1` (gan_core.recipes: DCGAN G/D, non-saturating + R1, Adam, lr decay
-over the second half, EMA, batch), read from there, with only augment.policy varied.
+Training: the product's loop, gan_core.training.fit, with the product's `images-ns-r1` recipe
+(gan_core.recipes: DCGAN G/D, non-saturating + R1, Adam, lr decay over the second half, EMA, batch), read
+from there, with only augment.policy varied (and model.conditional as --conditional says).
 Policies: off | diffaugment (translation, cutout, color at p = 1) | adaptive (ADA's p, gan_core.augment
-defaults: target 0.6, speed 20k images, p_max 0.8, stepped once per epoch as in flows/run/worker.py).
+defaults: target 0.6, speed 20k images, p_max 0.8, stepped once per epoch by fit; its trace is fit's
+history's augment_p).
 Budget: the same number of G steps for every size (--steps, default 3,000 ~ 68 epochs of all 1,438),
 so a 100-image subset is seen ~960 times: the regime where D can memorise it. Fewer steps for small sets
-would confound "less data" with "less training".
+would confound "less data" with "less training". fit counts epochs, not steps: a run is
+ceil(steps / G steps per epoch) epochs, an epoch one pass over the subset (train.repeat 1, not the
+recipe's repeat for small sets: the budget is in G steps here, and p steps once a pass, as before), so it
+makes up to one epoch's G steps more than --steps (1,438 images: 3,036 for 3,000); the lr schedule is the
+product's, over those epochs (it was over G steps before: the same but for the last epoch's granularity).
 Judge (the same for every generator): gan_core.classifier trained on all 1,438 training images (30
 epochs, Adam 1e-3, seed 0, as params.yaml's classifier), scored on the 359 holdout images:
   FD ratio   FD(holdout, 1,438 generated) / FD(holdout, the 1,438 training images): real-vs-real at
@@ -30,13 +36,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     __package__ = "bench"
 
-from bench.common import footer, mean_std, one_thread, run_jobs, table  # noqa: E402
+from bench.common import footer, mean_std, one_thread, recipe_spec, run_jobs, table  # noqa: E402
 
 SIZES = (100, 150, 300, 1438)
 POLICIES = ("off", "diffaugment", "adaptive")
@@ -45,16 +52,25 @@ N_GEN = 2500  # as params.yaml eval.num_samples
 CLASSIFIER = {"epochs": 30, "lr": 1e-3, "seed": 0}  # params.yaml's classifier section
 
 
-def _recipe():
-    """The product's image recipe for the non-saturating loss, and every value it decides."""
-    from gan_core.recipes import RECIPES, fill
-
-    r = RECIPES["images-ns-r1"]
-    return r, fill({}, r, r.loss)
+RECIPE = "images-ns-r1"  # the product's image recipe for the non-saturating loss (gan_core.recipes)
 
 
-RECIPE, VALUES = _recipe()
-BATCH = VALUES["train.batch_size"]
+def run_spec(policy: str, seed: int, steps: int, n: int, aug_extra: dict, conditional: bool):
+    """The product's RunSpec for `RECIPE` with only the augmentation varied (and the conditioning as asked),
+    `steps` G steps long: ceil(steps / G steps per epoch) epochs of one pass over the n images (repeat 1),
+    so the lr schedule is the product's over those epochs."""
+    import math
+
+    from gan_core.augment import AugmentConfig
+
+    spec = recipe_spec(RECIPE, seed=seed, augment=AugmentConfig(policy=policy, **aug_extra), repeat=1,
+                       model={"conditional": conditional, "num_classes": 10 if conditional else None})
+    per_epoch = (n // spec.batch_size) // spec.optim.n_critic  # the loader drops the ragged last batch
+    epochs = math.ceil(steps / per_epoch)
+    return replace(spec, epochs=epochs, checkpoint_every=epochs)
+
+
+BATCH = recipe_spec(RECIPE).batch_size
 
 
 def _data(px: int = 8):
@@ -85,70 +101,39 @@ def subset(y, size: int, seed: int):
 
 
 def train_one(job: tuple[int, str, int, int, dict, int, bool]) -> dict:
-    """Train one (size, policy, seed) for `steps` G steps; return its generated digits and p trace.
-    `aug_extra`: AugmentConfig fields laid over the policy's defaults (--ops, --p, --target, ...)."""
+    """Train one (size, policy, seed) with gan_core.training.fit for about `steps` G steps (whole epochs);
+    return its generated digits and the per-epoch (G steps so far, p, D's sign on reals, D's accuracy on
+    reals) trace. `aug_extra`: AugmentConfig fields laid over the policy's defaults (--ops, --p, ...)."""
     size, policy, seed, steps, aug_extra, px, conditional = job
     import torch
 
-    from gan_core.augment import AugmentConfig, adjust_p
-    from gan_core.config import LossConfig, ModelConfig, OptimConfig
-    from gan_core.ema import EMA
-    from gan_core.losses import GanLoss
-    from gan_core.models import build_discriminator, build_generator
-    from gan_core.recipes import resolve
     from gan_core.sampling import stratified_labels
-    from gan_core.schedules import lr_scale, set_hyperparams
-    from gan_core.steps import build_optimizers, train_epoch
+    from gan_core.training import build, fit, local_batches, prepare_data
 
     one_thread()
     t0 = time.time()
     x_tr, y_tr, _, _ = _data(px)
     idx = torch.from_numpy(subset(y_tr, size, seed))
     x, y = x_tr[idx], y_tr[idx]
-    n = len(x)
-    shape = tuple(x.shape[1:])
-    torch.manual_seed(seed)
-    v = VALUES
-    cfg = ModelConfig(arch=v["model.arch"], z_dim=v["model.z_dim"], width=v["model.width"],
-                      spectral_norm=v["model.spectral_norm"], conditional=conditional, num_classes=10)
-    G, D = build_generator(cfg, shape), build_discriminator(cfg, shape)
-    loss_cfg = LossConfig(name=RECIPE.loss, r1_gamma=v["loss.r1_gamma"])
-    ro = resolve(loss_cfg, OptimConfig(**{k.split(".", 1)[1]: x for k, x in v.items() if k.startswith("optim.")}))
-    opt_g, opt_d = build_optimizers(G, D, ro)
-    loss = GanLoss(loss_cfg)
-    ema = EMA(G, v["train.ema_decay"])
-    aug = AugmentConfig(policy=policy, **aug_extra)
-    p = aug.start_p
-    gen = torch.Generator().manual_seed(seed)                 # z and augmentation draws
-    order_gen = torch.Generator().manual_seed(1_000 + seed)   # batch order: the same for every policy
-    per_epoch = n // BATCH  # drop the ragged last batch, as the pipeline does
-    done, epochs, nonfinite, trace = 0, 0, False, []
-    while done < steps:
-        set_hyperparams(opt_g, opt_d, ro, lr_scale(ro, done / steps))
-        k = min(per_epoch, steps - done)
-        order = torch.randperm(n, generator=order_gen)[: k * BATCH]
-        batches = list(zip(x[order].view(k, BATCH, *shape), y[order].view(k, BATCH))) if conditional \
-            else x[order].view(k, BATCH, *shape)
-        m = train_epoch(G, D, batches, opt_g, opt_d, loss, gen=gen, ema=ema, conditional=conditional,
-                        augment=aug.pipeline(p))
+    spec = run_spec(policy, seed, steps, len(x), aug_extra, conditional)
+    tensors = prepare_data(spec, x, y if conditional else None)
+    parts = build(spec, tuple(x.shape[1:]))
+    # fit seeds each epoch's batch order by (seed, epoch): the same for every policy of a (size, seed)
+    out = fit(spec, parts, local_batches(tensors, spec.batch_size))
+    done, trace = 0, []
+    for m in out.history:
         done += int(m["steps_g"])
-        epochs += 1
-        if m["nonfinite"]:
-            nonfinite = True
-            break
-        if policy == "adaptive":  # once per epoch from the epoch's mean signal, as flows/run/worker.py
-            p = adjust_p(p, m["d_sign_real"], m["steps_d"] * BATCH, aug)
-        trace.append((done, p, m.get("d_sign_real", float("nan")), m["d_acc_real"]))
-    g = ema.module.eval()
+        trace.append((done, m.get("augment_p", 0.0), m.get("d_sign_real", float("nan")), m["d_acc_real"]))
+    g = parts.evaluated.eval()
     with torch.no_grad():
         draw = torch.Generator().manual_seed(10_000 + seed)
         z = g.sample_z(N_GEN, generator=draw)
         # classes in equal shares: the subsets are class-balanced, so this is the product's draw (the data's
         # class mix, gan_core.sampling) and the stratified holdout's
         fake = g(z, y=stratified_labels(N_GEN, 10, draw)) if conditional else g(z)
-    return {"size": size, "n": n, "policy": policy, "seed": seed, "steps_g": done, "epochs": epochs,
-            "nonfinite": nonfinite or not bool(torch.isfinite(fake).all()), "train_s": time.time() - t0,
-            "trace": trace, "fake": torch.nan_to_num(fake, 0.0).clamp(-1, 1)}
+    return {"size": size, "n": len(x), "policy": policy, "seed": seed, "steps_g": done, "epochs": len(out.history),
+            "nonfinite": out.diverged_at is not None or not bool(torch.isfinite(fake).all()),
+            "train_s": time.time() - t0, "trace": trace, "fake": torch.nan_to_num(fake, 0.0).clamp(-1, 1)}
 
 
 def _p_summary(trace: list) -> str:
@@ -207,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     x_tr, y_tr, x_ho, y_ho = _data(a.px)
     print(f"small_data: sizes={sizes} policies={policies} seeds={seeds} G steps={steps} (every size), {a.px}x{a.px} px"
           f"{', class-conditional' if a.conditional else ''}\n"
-          f"  recipe: {RECIPE.name} (gan_core.recipes), only augment.policy varied\n"
+          f"  recipe: {RECIPE} (gan_core.recipes) through gan_core.training.fit, only augment.policy varied\n"
           f"  judge: classifier on all {len(x_tr)} training images, "
           f"scored on the {len(x_ho)} holdout images", flush=True)
     one_thread()
@@ -263,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                          "; ".join(_p_summary(r["trace"]) for r in rs) if pol == "adaptive" else "-",
                          f"{rs[0]['steps_g']} ({rs[0]['epochs']} ep)", f"{mean_std(r['train_s'] for r in rs)[0]:.0f}",
                          str(sum(r["nonfinite"] for r in rs))])
-    print(f"\n## digits subsets, {steps} G steps each, batch {BATCH}\n")
+    print(f"\n## digits subsets, {steps} G steps each (in whole epochs), batch {BATCH}\n")
     print(table(["train images", "augment", "seeds", "FD ratio", "per seed", "classes (of 10)", "memorised",
                  "adaptive p at 25/50/75/100%", "G steps (epochs)", "train s/run", "nonfinite"], rows))
 

@@ -6,8 +6,15 @@ For each recipe x seed an MLP G/D pair (gan_core.models, arch "mlp") is trained 
 gan_core.metrics.mode_metrics: modes captured (>= 20 high-quality samples), high-quality share
 (within 3 std of the nearest mean) and reverse KL of the mode histogram vs uniform.
 
-Budget: every recipe gets the same number of *G steps* (--steps, default 2000); critic recipes
-(n_critic 5) therefore see 5x more D steps and cost ~3x the wall time.
+Training: the product's loop (gan_core.training.fit); every recipe here is a product recipe of
+gan_core.recipes (`points-paper` with the loss's paper optimiser, or `points-ns-r1-wide`) plus the
+explicit overrides it names (PacGAN's sizes: width 128, batch 128, no EMA; R1, lr, decay...).
+Budget: every recipe gets the same number of *G steps* (--steps, default 2000; `best` and `ns-r1-fast`
+4.5x that); critic recipes (n_critic 5) therefore see 5x more D steps and cost ~3x the wall time. fit
+counts epochs: a run is ceil(G steps / chunk) epochs (chunk = G steps / 20, within 1..250), the G steps
+spread evenly over them (so exactly --steps in all), each epoch's batches drawn with replacement from the
+fixed training set (PacGAN's protocol, seeded by (seed, epoch)); the lr schedule is the product's,
+progress(epoch, epochs), as it was per chunk before.
 
     .venv/bin/python -m bench.mode_collapse            # full: default recipes x 5 seeds x 2 datasets
     .venv/bin/python -m bench.mode_collapse --quick    # 1 seed, 300 G steps (~1 min)
@@ -24,7 +31,7 @@ if __package__ in (None, ""):  # `python bench/mode_collapse.py` as well as `pyt
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     __package__ = "bench"
 
-from bench.common import footer, mean_std, one_thread, run_jobs, table  # noqa: E402
+from bench.common import footer, mean_std, one_thread, recipe_spec, run_jobs, spec_line, table  # noqa: E402
 
 DATASETS = ("ring8", "grid25")
 N_SAMPLES = 2500
@@ -42,129 +49,117 @@ PAPER = {
 
 @dataclass(frozen=True)
 class Recipe:
+    """A product recipe (gan_core.recipes) with a loss and explicit overrides (bench.common.recipe_spec)."""
+
     name: str
-    desc: str
-    loss: dict = field(default_factory=dict)      # LossConfig fields
-    optim: dict = field(default_factory=dict)     # OptimConfig fields laid over the paper recipe
-    width: int = 128
-    depth: int = 3
-    z_dim: int = 2                                # PacGAN's 2-D experiments use a 2-D latent
-    spectral_norm: bool = False
-    batch: int = 128
-    ema: float = 0.0                              # EMA decay of G; 0 = off (evaluate the last iterate)
+    base: str                                     # the product recipe it starts from
+    loss: str | None = None                       # None: the base recipe's
+    model: dict = field(default_factory=dict)     # ModelConfig fields
+    loss_extras: dict = field(default_factory=dict)  # LossConfig fields
+    optim: dict = field(default_factory=dict)     # OptimConfig fields laid over the base's optimiser
+    fields: dict = field(default_factory=dict)    # RunSpec fields (batch_size, ema_decay)
     steps_scale: float = 1.0                      # G steps = round(scale * --steps)
 
+    def spec(self, seed: int = 0):
+        return recipe_spec(self.base, self.loss, seed=seed, model=self.model, loss_extras=self.loss_extras,
+                           optim=self.optim, **self.fields)
 
-_FAST = Recipe("ns-r1-fast", "non-saturating + R1 0.01 + TTUR Adam 1e-3 / 2e-3 (0.5, 0.9) + EMA 0.999 + lr decay, "
-               "batch 256, 4.5x the G steps",
-               {"name": "non-saturating", "r1_gamma": 0.01},
-               {"lr_g": 1e-3, "lr_d": 2e-3, "betas": (0.5, 0.9), "lr_decay_start": 0.5}, ema=0.999, batch=256,
-               steps_scale=4.5)
+    @property
+    def desc(self) -> str:
+        changed = {**self.model, **self.loss_extras, **self.optim, **self.fields}
+        over = ", ".join(f"{k} {v}" for k, v in changed.items())
+        scale = f", {self.steps_scale:g}x the G steps" if self.steps_scale != 1 else ""
+        return f"{self.base}{f' ({self.loss})' if self.loss else ''}{f' with {over}' if over else ''}{scale}: " \
+               f"{spec_line(self.spec())}"
+
+
+# PacGAN's 2-D sizes (the rows of bench/RESULTS.md section 1), laid over the product's point recipes.
+_PACGAN_MODEL = {"width": 128}
+_PACGAN_BATCH = 128
+
+
+def _paper(name: str, loss: str, ema: bool = False, model: dict | None = None, batch_size: int = _PACGAN_BATCH,
+           **over) -> Recipe:
+    """`points-paper` with `loss` (its paper optimiser) at PacGAN's sizes; its EMA only when asked."""
+    fields = {"batch_size": batch_size, **({} if ema else {"ema_decay": 0.0})}
+    return Recipe(name, "points-paper", loss, model={**_PACGAN_MODEL, **(model or {})}, fields=fields, **over)
+
+
+BEST = "points-ns-r1-wide"  # the product's recipe for 2-D points (gan_core/recipes.py); "best" is an alias
+_FAST_STEPS = 4.5           # the G-step multiple the fast recipes were tuned at (RESULTS section 1)
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
-    Recipe("gan", "vanilla GAN: non-saturating, DCGAN Adam 2e-4 (0.5, 0.999), no reg., no EMA",
-           {"name": "non-saturating"}),
-    Recipe("minimax", "saturating minimax, DCGAN Adam", {"name": "saturating"}),
-    Recipe("wgan-gp", "WGAN-GP paper recipe: lambda 10, Adam 1e-4 (0, 0.9), n_critic 5", {"name": "wgan-gp"}),
-    Recipe("hinge-sn", "hinge + spectral norm, TTUR Adam 1e-4 / 4e-4 (0, 0.9)", {"name": "hinge"},
-           spectral_norm=True),
+    _paper("gan", "non-saturating"),                    # vanilla GAN: DCGAN Adam, no reg., no EMA
+    _paper("minimax", "saturating"),
+    _paper("wgan-gp", "wgan-gp"),                       # WGAN-GP paper recipe: lambda 10, n_critic 5
+    _paper("hinge-sn", "hinge", model={"spectral_norm": True}),  # with its TTUR Adam
     # --- search candidates (run with --recipes) ---
-    Recipe("ns-ema", "non-saturating + EMA 0.999", {"name": "non-saturating"}, ema=0.999),
-    Recipe("ns-r1", "non-saturating + R1 gamma 0.1 + EMA 0.999", {"name": "non-saturating", "r1_gamma": 0.1},
-           ema=0.999),
-    Recipe("ns-r1-decay", "non-saturating + R1 0.1 + EMA 0.999 + lr decay",
-           {"name": "non-saturating", "r1_gamma": 0.1}, {"lr_decay_start": 0.5}, ema=0.999),
-    Recipe("wgan-gp-ema", "WGAN-GP paper recipe + EMA 0.999 + lr decay", {"name": "wgan-gp"},
-           {"lr_decay_start": 0.5}, ema=0.999),
-    Recipe("ns-r1-ttur", "non-saturating + R1 0.01 + TTUR Adam 5e-4 / 1e-3 (0.5, 0.9) + EMA 0.999, batch 256",
-           {"name": "non-saturating", "r1_gamma": 0.01},
-           {"lr_g": 5e-4, "lr_d": 1e-3, "betas": (0.5, 0.9)}, ema=0.999, batch=256),
-    _FAST,
+    _paper("ns-ema", "non-saturating", ema=True),
+    _paper("ns-r1", "non-saturating", ema=True, loss_extras={"r1_gamma": 0.1}),
+    _paper("ns-r1-decay", "non-saturating", ema=True, loss_extras={"r1_gamma": 0.1}, optim={"lr_decay_start": 0.5}),
+    _paper("wgan-gp-ema", "wgan-gp", ema=True, optim={"lr_decay_start": 0.5}),
+    _paper("ns-r1-ttur", "non-saturating", ema=True, batch_size=256, loss_extras={"r1_gamma": 0.01},
+           optim={"lr_g": 5e-4, "lr_d": 1e-3, "betas": (0.5, 0.9)}),
+    # the earlier best: the product's recipe at 128 units, batch 256 and R1 0.01
+    Recipe("ns-r1-fast", BEST, model=_PACGAN_MODEL, loss_extras={"r1_gamma": 0.01}, fields={"batch_size": 256},
+           steps_scale=_FAST_STEPS),
 ]}
 DEFAULT_RECIPES = ("gan", "minimax", "wgan-gp", "hinge-sn", "best")
-BEST = "points-ns-r1-wide"  # the product's recipe for 2-D points (gan_core/recipes.py); "best" is an alias
-
-
-def _product(name: str) -> Recipe:
-    """A recipe of the product (gan_core.recipes) in this benchmark's terms, at 4.5x the G-step budget."""
-    from gan_core.recipes import RECIPES as PRODUCT
-
-    r = PRODUCT[name]
-    v = r.values
-    optim = {k.removeprefix("optim."): tuple(x) if isinstance(x, list) else x
-             for k, x in v.items() if k.startswith("optim.")}
-    return Recipe(name, r.summary, {"name": r.loss, "r1_gamma": v.get("loss.r1_gamma", 0.0)}, optim,
-                  width=v["model.width"], depth=v["model.depth"], z_dim=v["model.z_dim"],
-                  spectral_norm=v["model.spectral_norm"], batch=v["train.batch_size"], ema=v["train.ema_decay"],
-                  steps_scale=4.5)
 
 
 def _recipe(name: str) -> Recipe:
-    if name == "best":
-        return replace(_product(BEST), name=f"best ({BEST})")
+    if name == "best":  # the product's recipe as it is, at the fast recipes' G-step budget
+        return Recipe(f"best ({BEST})", BEST, steps_scale=_FAST_STEPS)
     return RECIPES[name]
 
 
 def _cost(r: Recipe) -> float:
     """Rough relative cost of a run (for scheduling only): critic steps, batch and width."""
-    critic = 3.0 if r.loss.get("name") in ("wgan", "wgan-gp") else 1.0
-    return critic * r.steps_scale * (r.batch / 128) ** 0.5 * (r.width / 128) ** 1.5
+    spec = r.spec()
+    critic = 3.0 if spec.optim.n_critic > 1 else 1.0
+    return critic * r.steps_scale * (spec.batch_size / 128) ** 0.5 * (spec.model.width / 128) ** 1.5
 
 
 def train_one(job: tuple[str, str, int, int]) -> dict:
-    """Train one (dataset, recipe, seed) for `steps` G steps; return its mode metrics."""
+    """Train one (dataset, recipe, seed) for `steps` G steps with gan_core.training.fit; return its mode
+    metrics."""
     dataset, recipe_name, seed, steps = job
+    import math
+
     import numpy as np
     import torch
 
-    from gan_core.config import LossConfig, ModelConfig, OptimConfig
-    from gan_core.ema import EMA
-    from gan_core.losses import GanLoss
     from gan_core.metrics import mode_metrics
-    from gan_core.models import build_discriminator, build_generator
-    from gan_core.recipes import resolve
-    from gan_core.schedules import lr_scale, set_hyperparams
-    from gan_core.steps import build_optimizers, train_epoch
     from gan_core.toy_data import sample_toy, toy_modes
+    from gan_core.training import build, fit
 
     one_thread()
     t0 = time.time()
     r = _recipe(recipe_name)
     steps = max(1, round(steps * r.steps_scale))
-    torch.manual_seed(seed)
-    cfg = ModelConfig(arch="mlp", z_dim=r.z_dim, width=r.width, depth=r.depth, spectral_norm=r.spectral_norm)
-    G, D = build_generator(cfg, (2,)), build_discriminator(cfg, (2,))
-    loss_cfg = LossConfig.model_validate(r.loss)
-    ro = resolve(loss_cfg, OptimConfig(**r.optim))
-    opt_g, opt_d = build_optimizers(G, D, ro)
-    loss = GanLoss(loss_cfg)
-    ema = EMA(G, r.ema) if r.ema > 0 else None
-    gen = torch.Generator().manual_seed(seed)
+    epochs = math.ceil(steps / max(1, min(250, steps // 20 or 1)))
+    spec = replace(r.spec(seed), epochs=epochs, checkpoint_every=epochs)
     data, _ = sample_toy(dataset, TRAIN_POINTS, seed=seed)
 
-    chunk = max(1, min(250, steps // 20 or 1))  # G steps per train_epoch call (lr schedule granularity)
-    done, nonfinite = 0, False
-    while done < steps:
-        n_g = min(chunk, steps - done)
-        set_hyperparams(opt_g, opt_d, ro, lr_scale(ro, done / steps))  # the recipe's lr schedule, if any
-        idx = torch.randint(TRAIN_POINTS, (n_g * ro.n_critic, r.batch), generator=gen)
-        m = train_epoch(G, D, data[idx], opt_g, opt_d, loss, ro.n_critic, gen, False, ema)
-        done += n_g
-        if m["nonfinite"]:
-            nonfinite = True
-            break
+    def batches(epoch: int):
+        """This epoch's share of the G steps, n_critic batches each, drawn with replacement."""
+        n_g = steps * (epoch + 1) // epochs - steps * epoch // epochs
+        draw = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        return data[torch.randint(TRAIN_POINTS, (n_g * spec.optim.n_critic, spec.batch_size), generator=draw)]
 
-    g_eval = ema.module if ema is not None else G
-    g_eval.eval()
+    parts = build(spec, (2,))
+    out = fit(spec, parts, batches)
+    g_eval = parts.evaluated.eval()  # the EMA copy when the recipe keeps one
     with torch.no_grad():
         z = g_eval.sample_z(N_SAMPLES, generator=torch.Generator().manual_seed(10_000 + seed))
         x = g_eval(z).double().numpy()
     means, std = toy_modes(dataset)
+    nonfinite = out.diverged_at is not None
     if not np.isfinite(x).all():
         nonfinite = True
         x = np.nan_to_num(x, nan=1e6, posinf=1e6, neginf=-1e6)
     mm = mode_metrics(x, means, std)
-    return {"dataset": dataset, "recipe": r.name, "seed": seed, "steps": steps, "n_critic": ro.n_critic,
-            "nonfinite": nonfinite, "seconds": time.time() - t0, **mm}
+    return {"dataset": dataset, "recipe": r.name, "seed": seed, "steps": int(sum(m["steps_g"] for m in out.history)),
+            "n_critic": spec.optim.n_critic, "nonfinite": nonfinite, "seconds": time.time() - t0, **mm}
 
 
 def goals(dataset: str, runs: list[dict]) -> tuple[bool, str]:

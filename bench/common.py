@@ -8,6 +8,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,34 @@ def spec_line(spec) -> str:
     fast = [o for o, on in ((spec.precision, spec.precision != "fp32"), ("channels_last", spec.channels_last),
                             ("compiled", spec.compile), (f"R1 every {spec.r1_every}", spec.r1_every > 1)) if on]
     return out + (f", {', '.join(fast)}" if fast else "")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One compared setting of a benchmark: a product recipe (gan_core.recipes) with a loss and the explicit
+    overrides it names, made a RunSpec by recipe_spec."""
+
+    name: str
+    base: str                                        # the product recipe it starts from
+    loss: str | None = None                          # None: the base recipe's
+    model: dict = field(default_factory=dict)        # ModelConfig fields
+    loss_extras: dict = field(default_factory=dict)  # LossConfig fields
+    optim: dict = field(default_factory=dict)        # OptimConfig fields laid over the base's optimiser
+    fields: dict = field(default_factory=dict)       # RunSpec fields (batch_size, ema_decay, ...)
+    steps_scale: float = 1.0                         # a step-budgeted benchmark's multiple of its budget
+
+    def spec(self, seed: int = 0, n_train: int | None = None):
+        return recipe_spec(self.base, self.loss, seed=seed, n_train=n_train, model=self.model,
+                           loss_extras=self.loss_extras, optim=self.optim, **self.fields)
+
+    @property
+    def desc(self) -> str:
+        """The base, what is overridden, and the whole spec in one line."""
+        changed = {**self.model, **self.loss_extras, **self.optim, **self.fields}
+        over = ", ".join(f"{k} {v}" for k, v in changed.items())
+        scale = f", {self.steps_scale:g}x the G steps" if self.steps_scale != 1 else ""
+        return (f"{self.base}{f' ({self.loss})' if self.loss else ''}{f' with {over}' if over else ''}{scale}: "
+                f"{spec_line(self.spec())}")
 
 
 def on_device(parts, spec, device) -> None:

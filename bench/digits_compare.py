@@ -1,12 +1,16 @@
 """GAN losses on scikit-learn's 8x8 digits, each with its paper optimiser recipe (gan_core.recipes).
 
 Data: gan_core.data.load_digits() in [-1, 1], split 80/20 with gan_core.data.split(seed 0).
-Model: ModelConfig(arch="dcgan") G/D (width 32, z_dim 32), the same for every loss.
-Budget: the same number of *epochs* (D passes over the train split, batch 64) for every loss, the unit
-of the project's pipeline (train.epochs). Critic losses (n_critic 5) therefore make 5x fewer G steps;
-wall time is roughly comparable (the GP's double backward makes WGAN-GP D steps dearer).
-Evaluation: the last G iterate (no EMA: the paper recipes have none). A CNN classifier
-(gan_core.classifier, 25 epochs, Adam 1e-3, seed 0) trained on the train split gives
+Training: the product's loop (gan_core.training.fit) with the product's `images-paper` recipe (DCGAN G/D,
+width 32, z_dim 32, the loss's paper optimiser, no lr schedule) for each loss, with the benchmark's
+explicit overrides: batch 64, no EMA (the paper recipes have none: the last iterate is evaluated),
+unconditional, and spectral norm on D for hinge.
+Budget: the same number of *epochs* (fit's epochs: passes over the train split, the recipe's repeat for
+its size, i.e. 1) for every loss, the unit of the project's pipeline (train.epochs). Critic losses
+(n_critic 5) therefore make 5x fewer G steps; wall time is roughly comparable (the GP's double backward
+makes WGAN-GP D steps dearer).
+Evaluation: the last G iterate. A CNN classifier (gan_core.classifier, 25 epochs, Adam 1e-3, seed 0)
+trained on the train split gives
   coverage  classes that get >= 1% of 2,000 generated digits (of 10), and KL(class histogram || uniform)
   FD        Frechet distance of classifier features, train split vs n_holdout generated digits; the
             real-vs-real baseline is FD(train, holdout) at the same sample size
@@ -20,34 +24,31 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     __package__ = "bench"
 
-from bench.common import footer, mean_std, one_thread, run_jobs, table  # noqa: E402
+from bench.common import Variant, footer, mean_std, one_thread, run_jobs, table  # noqa: E402
 
-BATCH = 64
+BATCH = 64  # the benchmark's batch (images-paper's is 32)
 N_GEN = 2000
 CLASSIFIER_EPOCHS = 25
 
 
-@dataclass(frozen=True)
-class Recipe:
-    name: str
-    desc: str
-    loss: dict = field(default_factory=dict)
-    spectral_norm: bool = False
+def _paper(name: str, loss: str, **model) -> Variant:
+    """`images-paper` with `loss` (its paper optimiser), batch 64, no EMA."""
+    return Variant(name, "images-paper", loss, model=model, fields={"batch_size": BATCH, "ema_decay": 0.0})
 
 
-RECIPES: dict[str, Recipe] = {r.name: r for r in [
-    Recipe("saturating", "minimax, DCGAN Adam 2e-4 (0.5, 0.999)", {"name": "saturating"}),
-    Recipe("non-saturating", "non-saturating, DCGAN Adam 2e-4 (0.5, 0.999)", {"name": "non-saturating"}),
-    Recipe("wgan-clip", "WGAN: clip 0.01, RMSprop 5e-5, n_critic 5", {"name": "wgan"}),
-    Recipe("wgan-gp", "WGAN-GP: lambda 10, Adam 1e-4 (0, 0.9), n_critic 5", {"name": "wgan-gp"}),
-    Recipe("hinge-sn", "hinge + spectral norm D, TTUR Adam 1e-4 / 4e-4 (0, 0.9)", {"name": "hinge"}, True),
+RECIPES: dict[str, Variant] = {r.name: r for r in [
+    _paper("saturating", "saturating"),           # minimax, DCGAN Adam
+    _paper("non-saturating", "non-saturating"),   # DCGAN Adam
+    _paper("wgan-clip", "wgan"),                  # WGAN: clip 0.01, RMSprop, n_critic 5
+    _paper("wgan-gp", "wgan-gp"),                 # WGAN-GP: lambda 10, Adam (0, 0.9), n_critic 5
+    _paper("hinge-sn", "hinge", spectral_norm=True),  # hinge + spectral norm D, TTUR Adam
 ]}
 
 
@@ -59,46 +60,28 @@ def _data():
 
 
 def train_one(job: tuple[str, int, int]) -> dict:
-    """Train one (loss, seed) for `epochs` epochs; return N_GEN generated digits and timings."""
+    """Train one (loss, seed) for `epochs` epochs with gan_core.training.fit; return N_GEN generated digits
+    and timings."""
     name, seed, epochs = job
     import torch
 
-    from gan_core.config import LossConfig, ModelConfig, OptimConfig
-    from gan_core.losses import GanLoss
-    from gan_core.models import build_discriminator, build_generator
-    from gan_core.recipes import describe, resolve
-    from gan_core.steps import build_optimizers, train_epoch
+    from gan_core.recipes import describe
+    from gan_core.training import build, fit, local_batches, prepare_data
 
     one_thread()
-    r = RECIPES[name]
     x_tr, _, _, _ = _data()
-    torch.manual_seed(seed)
-    cfg = ModelConfig(arch="dcgan", spectral_norm=r.spectral_norm)
-    shape = tuple(x_tr.shape[1:])
-    G, D = build_generator(cfg, shape), build_discriminator(cfg, shape)
-    loss_cfg = LossConfig.model_validate(r.loss)
-    ro = resolve(loss_cfg, OptimConfig())
-    opt_g, opt_d = build_optimizers(G, D, ro)
-    loss = GanLoss(loss_cfg)
-    gen = torch.Generator().manual_seed(seed)
+    spec = replace(RECIPES[name].spec(seed, n_train=len(x_tr)), epochs=epochs, checkpoint_every=epochs)
+    parts = build(spec, tuple(x_tr.shape[1:]))
     t0 = time.time()
-    steps_g = 0
-    nonfinite = False
-    n_batches = x_tr.shape[0] // BATCH  # drop the ragged last batch
-    for _ in range(epochs):
-        order = torch.randperm(x_tr.shape[0], generator=gen)[: n_batches * BATCH]
-        m = train_epoch(G, D, x_tr[order].view(n_batches, BATCH, *shape), opt_g, opt_d, loss, ro.n_critic, gen)
-        steps_g += int(m["steps_g"])
-        if m["nonfinite"]:
-            nonfinite = True
-            break
+    out = fit(spec, parts, local_batches(prepare_data(spec, x_tr), spec.batch_size))
     train_s = time.time() - t0
-    G.eval()
+    G = parts.evaluated.eval()  # no EMA: the last iterate
     with torch.no_grad():
         z = G.sample_z(N_GEN, generator=torch.Generator().manual_seed(10_000 + seed))
         fake = G(z)
-    return {"recipe": name, "seed": seed, "epochs": epochs, "steps_g": steps_g, "n_critic": ro.n_critic,
-            "optim": describe(ro), "nonfinite": nonfinite or not bool(torch.isfinite(fake).all()),
+    return {"recipe": name, "seed": seed, "epochs": epochs, "steps_g": int(sum(m["steps_g"] for m in out.history)),
+            "n_critic": spec.optim.n_critic, "optim": describe(spec.optim),
+            "nonfinite": out.diverged_at is not None or not bool(torch.isfinite(fake).all()),
             "train_s": train_s, "fake": torch.nan_to_num(fake, 0.0).clamp(-1, 1)}
 
 

@@ -24,14 +24,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 if __package__ in (None, ""):  # `python bench/mode_collapse.py` as well as `python -m bench.mode_collapse`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     __package__ = "bench"
 
-from bench.common import footer, mean_std, one_thread, recipe_spec, run_jobs, spec_line, table  # noqa: E402
+from bench.common import Variant, footer, mean_std, one_thread, run_jobs, table  # noqa: E402
 
 DATASETS = ("ring8", "grid25")
 N_SAMPLES = 2500
@@ -47,47 +47,21 @@ PAPER = {
 }
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """A product recipe (gan_core.recipes) with a loss and explicit overrides (bench.common.recipe_spec)."""
-
-    name: str
-    base: str                                     # the product recipe it starts from
-    loss: str | None = None                       # None: the base recipe's
-    model: dict = field(default_factory=dict)     # ModelConfig fields
-    loss_extras: dict = field(default_factory=dict)  # LossConfig fields
-    optim: dict = field(default_factory=dict)     # OptimConfig fields laid over the base's optimiser
-    fields: dict = field(default_factory=dict)    # RunSpec fields (batch_size, ema_decay)
-    steps_scale: float = 1.0                      # G steps = round(scale * --steps)
-
-    def spec(self, seed: int = 0):
-        return recipe_spec(self.base, self.loss, seed=seed, model=self.model, loss_extras=self.loss_extras,
-                           optim=self.optim, **self.fields)
-
-    @property
-    def desc(self) -> str:
-        changed = {**self.model, **self.loss_extras, **self.optim, **self.fields}
-        over = ", ".join(f"{k} {v}" for k, v in changed.items())
-        scale = f", {self.steps_scale:g}x the G steps" if self.steps_scale != 1 else ""
-        return f"{self.base}{f' ({self.loss})' if self.loss else ''}{f' with {over}' if over else ''}{scale}: " \
-               f"{spec_line(self.spec())}"
-
-
 # PacGAN's 2-D sizes (the rows of bench/RESULTS.md section 1), laid over the product's point recipes.
 _PACGAN_MODEL = {"width": 128}
 _PACGAN_BATCH = 128
 
 
 def _paper(name: str, loss: str, ema: bool = False, model: dict | None = None, batch_size: int = _PACGAN_BATCH,
-           **over) -> Recipe:
+           **over) -> Variant:
     """`points-paper` with `loss` (its paper optimiser) at PacGAN's sizes; its EMA only when asked."""
     fields = {"batch_size": batch_size, **({} if ema else {"ema_decay": 0.0})}
-    return Recipe(name, "points-paper", loss, model={**_PACGAN_MODEL, **(model or {})}, fields=fields, **over)
+    return Variant(name, "points-paper", loss, model={**_PACGAN_MODEL, **(model or {})}, fields=fields, **over)
 
 
 BEST = "points-ns-r1-wide"  # the product's recipe for 2-D points (gan_core/recipes.py); "best" is an alias
 _FAST_STEPS = 4.5           # the G-step multiple the fast recipes were tuned at (RESULTS section 1)
-RECIPES: dict[str, Recipe] = {r.name: r for r in [
+RECIPES: dict[str, Variant] = {r.name: r for r in [
     _paper("gan", "non-saturating"),                    # vanilla GAN: DCGAN Adam, no reg., no EMA
     _paper("minimax", "saturating"),
     _paper("wgan-gp", "wgan-gp"),                       # WGAN-GP paper recipe: lambda 10, n_critic 5
@@ -100,19 +74,19 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     _paper("ns-r1-ttur", "non-saturating", ema=True, batch_size=256, loss_extras={"r1_gamma": 0.01},
            optim={"lr_g": 5e-4, "lr_d": 1e-3, "betas": (0.5, 0.9)}),
     # the earlier best: the product's recipe at 128 units, batch 256 and R1 0.01
-    Recipe("ns-r1-fast", BEST, model=_PACGAN_MODEL, loss_extras={"r1_gamma": 0.01}, fields={"batch_size": 256},
+    Variant("ns-r1-fast", BEST, model=_PACGAN_MODEL, loss_extras={"r1_gamma": 0.01}, fields={"batch_size": 256},
            steps_scale=_FAST_STEPS),
 ]}
 DEFAULT_RECIPES = ("gan", "minimax", "wgan-gp", "hinge-sn", "best")
 
 
-def _recipe(name: str) -> Recipe:
+def _recipe(name: str) -> Variant:
     if name == "best":  # the product's recipe as it is, at the fast recipes' G-step budget
-        return Recipe(f"best ({BEST})", BEST, steps_scale=_FAST_STEPS)
+        return Variant(f"best ({BEST})", BEST, steps_scale=_FAST_STEPS)
     return RECIPES[name]
 
 
-def _cost(r: Recipe) -> float:
+def _cost(r: Variant) -> float:
     """Rough relative cost of a run (for scheduling only): critic steps, batch and width."""
     spec = r.spec()
     critic = 3.0 if spec.optim.n_critic > 1 else 1.0

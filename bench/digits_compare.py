@@ -31,7 +31,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     __package__ = "bench"
 
-from bench.common import Variant, footer, mean_std, one_thread, run_jobs, table  # noqa: E402
+from bench.common import footer, mean_std, one_thread, run_jobs, table  # noqa: E402
+from bench.fitting import Variant  # noqa: E402
 
 BATCH = 64  # the benchmark's batch (images-paper's is 32)
 N_GEN = 2000

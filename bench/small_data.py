@@ -43,7 +43,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     __package__ = "bench"
 
-from bench.common import footer, mean_std, one_thread, recipe_spec, run_jobs, table  # noqa: E402
+from bench.common import footer, mean_std, one_thread, run_jobs, table  # noqa: E402
+from bench.fitting import recipe_spec  # noqa: E402
 
 SIZES = (100, 150, 300, 1438)
 POLICIES = ("off", "diffaugment", "adaptive")

@@ -1,7 +1,8 @@
 """What distribution and orchestration cost next to the training itself (issue 7, benchmarks 1-3).
 
-1. Ray Train overhead: the default digits DCGAN, same data, batch and epochs, as a bare PyTorch loop
-   (gan_core.steps.train_epoch, 1 thread) vs a 1-worker TorchTrainer (flows.run.train.fit, 1 CPU).
+1. Ray Train overhead: the default digits DCGAN, same run spec (flows.run.train.run_spec: data, batch,
+   epochs, schedule), as the product's loop in this process without Ray (gan_core.training.fit, 1 thread)
+   vs a 1-worker TorchTrainer (flows.run.train.fit, 1 CPU).
    Steady state = wall time per epoch between epoch ends after the first (reports included);
    start-up = from fit() to the end of the first epoch, minus that epoch's compute.
 2. Worker scaling on this machine: 1 worker x 2 threads vs 2 workers x 1 thread (DDP), same global
@@ -41,42 +42,38 @@ def _steady(history: list[dict]) -> float:
     return (ends[-1] - ends[0]) / (len(ends) - 1)
 
 
-def bare_loop(params, ws: Path, threads: int) -> dict:
-    """The same model, data, batch and steps as a worker, without Ray: per-epoch wall times."""
+def _run_params(params, workers: int, cpus: int):
+    """params as a run of `workers` x `cpus`, one checkpoint (at the end)."""
+    return params.model_copy(update={"train": params.train.model_copy(
+        update={"num_workers": workers, "cpus_per_worker": cpus, "checkpoint_every": params.train.epochs})})
+
+
+def bare_loop(params, paths, ws: Path, threads: int) -> dict:
+    """The run a 1-worker TorchTrainer trains (its RunSpec, model, data and batches), through
+    gan_core.training.fit in this process, without Ray: per-epoch wall times."""
     import torch
-    from torch.utils.data import DataLoader, TensorDataset
 
     from flows.data.load import load_manifest, load_split
-    from flows.run.identity import resolve_model
-    from gan_core.ema import EMA
-    from gan_core.losses import GanLoss
-    from gan_core.models import build_discriminator, build_generator
-    from gan_core.steps import build_optimizers, train_epoch
+    from flows.run.identity import resolve_model, run_identity
+    from flows.run.train import run_spec
+    from gan_core.training import build, fit, local_batches, prepare_data
 
     torch.set_num_threads(threads)
-    x, _ = load_split(ws, "train")
-    cfg = resolve_model(params, load_manifest(ws))
-    t, optim = params.train, params.resolved_optim
-    torch.manual_seed(t.seed)
-    G, D = build_generator(cfg, tuple(x.shape[1:])), build_discriminator(cfg, tuple(x.shape[1:]))
-    opt_g, opt_d = build_optimizers(G, D, optim)
-    ema = EMA(G, t.ema_decay)
-    loader = DataLoader(TensorDataset(x), batch_size=t.batch_size, shuffle=True, drop_last=True)
-    ends = []
-    for epoch in range(t.epochs):
-        gen = torch.Generator().manual_seed(epoch)
-        train_epoch(G, D, loader, opt_g, opt_d, GanLoss(params.loss), n_critic=optim.n_critic, gen=gen,
-                    conditional=False, ema=ema)
-        ends.append(time.time())
-    return {"epoch_s": (ends[-1] - ends[0]) / (len(ends) - 1)}
+    p = _run_params(params, 1, threads)
+    x, y = load_split(ws, "train")
+    identity = run_identity(p, f"bench-bare-{threads}", paths, new_run=True)
+    spec = run_spec(p, resolve_model(p, load_manifest(ws)), identity, "cpu", tuple(x.shape[1:]))
+    parts = build(spec, tuple(x.shape[1:]))
+    batches = local_batches(prepare_data(spec, x, y if spec.model.conditional else None), spec.batch_size)
+    out = fit(spec, parts, batches)
+    return {"epoch_s": _steady(out.history)}
 
 
 def ray_fit(params, paths, workers: int, cpus: int) -> dict:
-    from flows.run.train import fit
     from flows.run.identity import run_identity
+    from flows.run.train import fit
 
-    p = params.model_copy(update={"train": params.train.model_copy(
-        update={"num_workers": workers, "cpus_per_worker": cpus, "checkpoint_every": params.train.epochs})})
+    p = _run_params(params, workers, cpus)
     identity = run_identity(p, f"bench-{workers}x{cpus}", paths, new_run=True)
     started = time.time()
     out = fit(p, paths, identity)
@@ -146,7 +143,7 @@ def main() -> None:
 
     print(f"1/3 bare loop vs 1-worker TorchTrainer ({args.epochs} epochs of digits, batch {params.train.batch_size})",
           flush=True)
-    bare1 = bare_loop(params, ws, 1)
+    bare1 = bare_loop(params, paths, ws, 1)
     try:
         ray1 = ray_fit(params, paths, 1, 1)
         print("2/3 worker scaling: 1 x 2 threads vs 2 x 1 thread", flush=True)
@@ -154,7 +151,7 @@ def main() -> None:
         ray21 = ray_fit(params, paths, 2, 1)
     finally:
         ray_runtime.shutdown()
-    bare2 = bare_loop(params, ws, 2)
+    bare2 = bare_loop(params, paths, ws, 2)
 
     pipe = None
     if not args.no_pipeline:

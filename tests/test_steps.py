@@ -330,7 +330,8 @@ def test_bf16_epochs_are_finite_and_keep_the_fp32_checkpoint_format(shape):
     assert state_format(G, D) == state_format(*ref[:2])
     assert all(p.dtype == torch.float32 for p in [*G.parameters(), *D.parameters()])
     assert opt_format(opt_g) == opt_format(ref[2]) and opt_format(opt_d) == opt_format(ref[3])
-    assert {v.dtype for s in opt_d.state_dict()["state"].values() for k, v in s.items() if k != "step"} == {torch.float32}
+    moments = {v.dtype for s in opt_d.state_dict()["state"].values() for k, v in s.items() if k != "step"}
+    assert moments == {torch.float32}
     # bf16 really ran: the result is near, not equal to, the fp32 one's.
     assert not all(torch.equal(a, b) for a, b in zip(G.parameters(), ref[0].parameters()))
 

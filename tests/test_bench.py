@@ -78,3 +78,16 @@ def test_gpu_bench_runs_on_cpu(capsys, one_thread):
     assert set(rows) == {"fp32", "bf16", "channels_last"}, out
     assert rows["fp32"][1].strip() == "1.00"
     assert all(float(v[0]) > 0 for v in rows.values())
+
+
+def test_speed_bench_quick(capsys, one_thread):
+    """bench/speed.py: every speed setting trains through the product's loop and is compared with eager fp32."""
+    from bench import speed
+
+    assert speed.main(["--quick", "--settings", "eager fp32,lazy R1 (16),channels_last"]) == 0
+    out = capsys.readouterr().out
+    rows = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]] for r in out.splitlines()
+            if r.startswith("| ") and not r.startswith("| setting")}
+    assert {"eager fp32", "lazy R1 (16)", "channels_last"} <= set(rows), out
+    assert rows["eager fp32"][2] == "1.00"
+    assert all(float(v[0]) > 0 for k, v in rows.items() if k in ("lazy R1 (16)", "channels_last"))

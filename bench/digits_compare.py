@@ -67,14 +67,14 @@ def train_one(job: tuple[str, int, int]) -> dict:
     import torch
 
     from gan_core.recipes import describe
-    from gan_core.training import build, fit, local_batches, prepare_data
+    from gan_core.training import build, fit, epoch_batches, prepare_data
 
     one_thread()
     x_tr, _, _, _ = _data()
     spec = replace(RECIPES[name].spec(seed, n_train=len(x_tr)), epochs=epochs, checkpoint_every=epochs)
     parts = build(spec, tuple(x_tr.shape[1:]))
     t0 = time.time()
-    out = fit(spec, parts, local_batches(prepare_data(spec, x_tr), spec.batch_size))
+    out = fit(spec, parts, epoch_batches(prepare_data(spec, x_tr), spec.batch_size))
     train_s = time.time() - t0
     G = parts.evaluated.eval()  # no EMA: the last iterate
     with torch.no_grad():

@@ -56,7 +56,7 @@ def bare_loop(params, paths, ws: Path, threads: int) -> dict:
     from flows.data.load import load_manifest, load_split
     from flows.run.identity import resolve_model, run_identity
     from flows.run.train import run_spec
-    from gan_core.training import build, fit, local_batches, prepare_data
+    from gan_core.training import build, fit, epoch_batches, prepare_data
 
     torch.set_num_threads(threads)
     p = _run_params(params, 1, threads)
@@ -64,7 +64,7 @@ def bare_loop(params, paths, ws: Path, threads: int) -> dict:
     identity = run_identity(p, f"bench-bare-{threads}", paths, new_run=True)
     spec = run_spec(p, resolve_model(p, load_manifest(ws)), identity, "cpu", tuple(x.shape[1:]))
     parts = build(spec, tuple(x.shape[1:]))
-    batches = local_batches(prepare_data(spec, x, y if spec.model.conditional else None), spec.batch_size)
+    batches = epoch_batches(prepare_data(spec, x, y if spec.model.conditional else None), spec.batch_size)
     out = fit(spec, parts, batches)
     return {"epoch_s": _steady(out.history)}
 

@@ -109,7 +109,7 @@ def train_one(job: tuple[int, str, int, int, dict, int, bool]) -> dict:
     import torch
 
     from gan_core.sampling import stratified_labels
-    from gan_core.training import build, fit, local_batches, prepare_data
+    from gan_core.training import build, fit, epoch_batches, prepare_data
 
     one_thread()
     t0 = time.time()
@@ -120,7 +120,7 @@ def train_one(job: tuple[int, str, int, int, dict, int, bool]) -> dict:
     tensors = prepare_data(spec, x, y if conditional else None)
     parts = build(spec, tuple(x.shape[1:]))
     # fit seeds each epoch's batch order by (seed, epoch): the same for every policy of a (size, seed)
-    out = fit(spec, parts, local_batches(tensors, spec.batch_size))
+    out = fit(spec, parts, epoch_batches(tensors, spec.batch_size))
     done, trace = 0, []
     for m in out.history:
         done += int(m["steps_g"])

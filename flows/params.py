@@ -91,7 +91,9 @@ class TrainConfig(Strict):
     channels_last: Literal["auto", True, False] = Field("auto", description="NHWC image tensors; auto: where "
                                                         "measured to help")
     compile: bool = Field(False, description="torch.compile G's and D's forwards (slow start; pays on long GPU runs)")
-    r1_every: int = Field(1, ge=1, description="lazy R1 (StyleGAN2): the penalty on every k-th D step, weighted by k")
+    r1_every: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="lazy R1 (StyleGAN2): the penalty on every k-th D step, weighted by k; auto: 16 for "
+        "images, 1 for points (gan_core.training.resolve_r1_every)")
 
 
     def workers(self, gpus: int) -> int:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import BatchSampler, DistributedSampler, RandomSampler
 
 from gan_core.augment import AugmentConfig, adjust_p, mirror, resumed_p
 from gan_core.checkpoint import training_state
@@ -126,12 +126,31 @@ def prepare_data(spec: RunSpec, x: Tensor, y: Tensor | None = None) -> list[Tens
     return tensors
 
 
-def local_batches(tensors: list[Tensor], batch_size: int) -> Callable[[int], Iterable]:
-    """One process's epochs: a shuffled pass with equal batches (DataLoader's RandomSampler draws its order
-    from the global RNG, which `fit` seeds per epoch), as the Ray worker's loader at one worker."""
-    loader = DataLoader(TensorDataset(*tensors), batch_size=batch_size, shuffle=True,
-                        drop_last=len(tensors[0]) >= batch_size)
-    return lambda epoch: loader
+def epoch_batches(tensors: list[Tensor], batch_size: int, rank: int = 0, world: int = 1) -> Callable[[int], Iterable]:
+    """`batches(epoch)`: this rank's shuffled pass over `tensors`, in whole batches gathered by index on the
+    tensors' own device (a GPU run keeps its set there; no per-item indexing and stacking). One process: a
+    RandomSampler, which draws its order from the global RNG that `fit` seeds per epoch. DDP: the
+    DistributedSampler Ray Train's prepare_data_loader would add (seed 0, set_epoch each epoch)."""
+    n = len(tensors[0])
+    sampler = RandomSampler(range(n)) if world == 1 else DistributedSampler(
+        range(n), num_replicas=world, rank=rank, shuffle=True)
+    # Equal batches (a ragged last batch skews D's statistics) unless the shard is smaller than one.
+    index = BatchSampler(sampler, batch_size, drop_last=math.ceil(n / world) >= batch_size)
+
+    def batches(epoch: int) -> Iterable[tuple[Tensor, ...]]:
+        if world > 1:
+            sampler.set_epoch(epoch)
+        return _gather(tensors, index)
+    return batches
+
+
+def _gather(tensors: list[Tensor], index: BatchSampler) -> Iterator[tuple[Tensor, ...]]:
+    # The draw a DataLoader makes for its workers' base seed, kept so that a seed trains the same weights
+    # as the DataLoader this replaced.
+    torch.empty((), dtype=torch.int64).random_()
+    for idx in index:
+        i = torch.as_tensor(idx)
+        yield tuple(t[i] for t in tensors)
 
 
 @dataclass
@@ -301,3 +320,17 @@ def resolve_speed(precision: str, channels_last: str | bool, device_type: str,
     if channels_last == "auto":
         channels_last = big_images
     return precision, bool(channels_last) and len(data_shape) == 3  # type: ignore[return-value]
+
+
+# StyleGAN2's interval. Measured on images (8 px digits, 3 seeds; 32 px digits): quality within the draw
+# noise of R1 on every step, the step 1.43x as fast at 32 px (bench/RESULTS.md section 9). Points keep R1
+# on every step: their recipes were measured so, and an MLP's double backward is cheap.
+LAZY_R1 = 16
+
+
+def resolve_r1_every(r1_every: int | str, data_shape: tuple[int, ...]) -> int:
+    """`auto` made concrete: lazy R1 for images, every D step for points."""
+    if r1_every == "auto":
+        return LAZY_R1 if len(data_shape) == 3 else 1
+    return int(r1_every)
+

@@ -12,7 +12,7 @@ from gan_core.augment import AugmentConfig
 from gan_core.checkpoint import restore
 from gan_core.config import LossConfig, ModelConfig, OptimConfig
 from gan_core.recipes import resolve
-from gan_core.training import (Hooks, Progress, RunSpec, build, estimate_line, fit, format_duration, local_batches,
+from gan_core.training import (Hooks, Progress, RunSpec, build, estimate_line, fit, format_duration, epoch_batches,
                                prepare_data, progress_line, resolve_speed)
 
 
@@ -49,7 +49,7 @@ class Recorder(Hooks):
 
 def _run(spec: RunSpec, hooks: Hooks, x: torch.Tensor, start: int = 0, history=None, parts=None):
     parts = parts or build(spec, tuple(x.shape[1:]))
-    return parts, fit(spec, parts, local_batches(prepare_data(spec, x), spec.batch_size), hooks, start, history)
+    return parts, fit(spec, parts, epoch_batches(prepare_data(spec, x), spec.batch_size), hooks, start, history)
 
 
 def test_hooks_run_at_the_epochs_asked(one_thread):
@@ -153,3 +153,11 @@ def test_progress_lines_say_elapsed_time_and_eta():
     first = dataclasses.replace(p, done=1, elapsed_s=23.0, eta_s=199 * 23.0, first=True)
     assert estimate_line(first) == "estimate: about 77 min for 200 epochs on this machine (2.0s an epoch)"
     assert format_duration(4.4) == "4s" and format_duration(3725) == "1h02m"
+
+
+def test_lazy_r1_is_the_default_for_images_only():
+    from gan_core.training import LAZY_R1, resolve_r1_every
+
+    assert resolve_r1_every("auto", (1, 8, 8)) == LAZY_R1 == 16
+    assert resolve_r1_every("auto", (2,)) == 1  # points: R1 on every step, as their recipes were measured
+    assert resolve_r1_every(4, (2,)) == 4

@@ -20,7 +20,7 @@ from flows.run.worker import WorkerJob, train_loop
 from flows.servers import redact_text
 from gan_core.config import ModelConfig
 from gan_core.recipes import describe
-from gan_core.training import RunSpec, resolve_speed
+from gan_core.training import RunSpec, resolve_r1_every, resolve_speed
 
 
 def fit(params: Params, paths: RunPaths, identity: RunIdentity, callbacks: list | None = None,
@@ -111,7 +111,7 @@ def run_spec(params: Params, model_cfg: ModelConfig, identity: RunIdentity, devi
         mirror=params.data.mirror, horizon=identity.schedule_epochs or t.epochs, stop_epoch=stop_epoch,
         checkpoint_every=t.checkpoint_every, probe_every=params.eval.every, probe_budget=params.eval.probe_budget,
         precision=identity.speed["precision"], channels_last=identity.speed["channels_last"], compile=t.compile,
-        r1_every=t.r1_every)
+        r1_every=resolve_r1_every(t.r1_every, data_shape))
 
 
 def _trainer(params: Params, paths: RunPaths, identity: RunIdentity, config: dict, use_gpu: bool, workers: int,

@@ -18,14 +18,14 @@ import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, TensorDataset
 
 from flows.conventions import PROBE_PREFIX, PROGRESS, SAMPLES_KEY, SELECTION, STATE_FILE, checkpoint_dir_name
 from gan_core.checkpoint import restore
 from gan_core.images import image_grid
 from gan_core.recipes import describe
 from gan_core.sampling import SampleRequest, draw
-from gan_core.training import Hooks, Parts, Progress, RunSpec, build, estimate_line, fit, prepare_data, progress_line
+from gan_core.training import (Hooks, Parts, Progress, RunSpec, build, epoch_batches, estimate_line, fit, prepare_data,
+                               progress_line)
 
 GRID_SAMPLES = 64  # the sample grid logged to MLflow at each checkpoint
 
@@ -61,7 +61,7 @@ def train_loop(config: dict) -> dict:
     tensors = prepare_data(spec, x, y)
     parts = build(spec, tuple(tensors[0].shape[1:]))
     start_epoch, history = _restore(spec, job, parts, rank)
-    batches = _distribute(spec, parts, tensors, device, world)
+    batches = _distribute(spec, parts, tensors, device, rank, world)
     hooks = _WorkerHooks(spec, job, rank, device)
     outcome = fit(spec, parts, batches, hooks, start_epoch, history, rank, world)
     return {"diverged_at": outcome.diverged_at}  # Ray hands rank 0's return value to the driver
@@ -88,7 +88,7 @@ def _restore(spec: RunSpec, job: WorkerJob, parts: Parts, rank: int) -> tuple[in
     return 0, []
 
 
-def _distribute(spec: RunSpec, parts: Parts, tensors: list[torch.Tensor], device, world: int):
+def _distribute(spec: RunSpec, parts: Parts, tensors: list[torch.Tensor], device, rank: int, world: int):
     """G and D wrapped for DDP (in `parts`), the EMA and, on a GPU, the training set on the device; returns
     `batches(epoch)`, this rank's shard."""
     # No per-forward broadcast of BatchNorm statistics: each rank keeps its own running stats (rank
@@ -102,18 +102,7 @@ def _distribute(spec: RunSpec, parts: Parts, tensors: list[torch.Tensor], device
         parts.ema.module.to(device)
     if device.type == "cuda":  # resident: no host-to-device copy per batch (a few hundred MB at most)
         tensors = [t.to(device) for t in tensors]
-    per_worker = max(1, spec.batch_size // world)
-    shard = math.ceil(len(tensors[0]) / world)
-    # drop_last keeps batch sizes equal (ragged last batches skew D's statistics) unless data is tiny.
-    loader = ray.train.torch.prepare_data_loader(
-        DataLoader(TensorDataset(*tensors), batch_size=per_worker, shuffle=True, drop_last=shard >= per_worker),
-        move_to_device=device.type != "cuda")
-
-    def batches(epoch: int):
-        if world > 1:
-            loader.sampler.set_epoch(epoch)
-        return loader
-    return batches
+    return epoch_batches(tensors, max(1, spec.batch_size // world), rank, world)
 
 
 class _WorkerHooks(Hooks):
@@ -122,7 +111,6 @@ class _WorkerHooks(Hooks):
         self.logger = _MlflowEpochLogger(job.mlflow_run_id if rank == 0 else None)
         self.evaluator = ray.get(job.evaluator_ref) if rank == 0 and job.evaluator_ref is not None else None
         self.score = math.inf
-        self.G = None  # the evaluated generator, kept for the checkpoint's sample grid
 
     def reduce(self, metrics: dict[str, float]) -> dict[str, float]:
         return _mean_across_ranks(metrics, self.device)

@@ -212,6 +212,7 @@ def fit(spec: RunSpec, parts: Parts, batches: Callable[[int], Iterable], hooks: 
     per_worker = max(1, spec.batch_size // world)
     d_steps = int(sum(h.get("steps_d", 0) for h in history))  # lazy R1 continues its count on resume
     started, probe_s, train_s, out = time.perf_counter(), 0.0, 0.0, Outcome(history)
+    walls: list[float] = []  # each epoch's wall time in this call, probes and checkpoints included
     for epoch in range(start_epoch, spec.end):
         done = epoch + 1
         t0 = time.perf_counter()
@@ -247,8 +248,12 @@ def fit(spec: RunSpec, parts: Parts, batches: Callable[[int], Iterable], hooks: 
                 metrics.update(found)
         history.append(metrics)
         elapsed = time.perf_counter() - started
+        walls.append(elapsed - sum(walls))
+        # The ETA from the recent epochs' wall time: the first carries one-time costs (warm-up, the
+        # first probe) and the machine's load changes over a long run.
+        recent = walls[1:][-10:] or walls
         hooks.progress(Progress(done, spec.end, spec.epochs, metrics["epoch_time_s"], elapsed,
-                                elapsed / (done - start_epoch) * (spec.end - done), dict(metrics), finite,
+                                sum(recent) / len(recent) * (spec.end - done), dict(metrics), finite,
                                 epoch == start_epoch))
         if not finite:
             # A NaN/Inf poisons every later step: stop, keep the last good checkpoint (the caller marks

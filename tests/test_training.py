@@ -161,3 +161,16 @@ def test_lazy_r1_is_the_default_for_images_only():
     assert resolve_r1_every("auto", (1, 8, 8)) == LAZY_R1 == 16
     assert resolve_r1_every("auto", (2,)) == 1  # points: R1 on every step, as their recipes were measured
     assert resolve_r1_every(4, (2,)) == 4
+
+
+def test_the_eta_follows_the_recent_epochs_not_the_first(one_thread):
+    class SlowFirst(Recorder):
+        def probe(self, G, done):
+            time.sleep(1.0 if done == 1 else 0.0)  # a first epoch's one-time cost
+            return None
+
+    h = SlowFirst()
+    _run(_spec(epochs=4, probe_every=1, probe_budget=1.0), h, _data())
+    (_, _, eta1), (_, _, eta2) = h.progress_seen[:2]
+    assert eta1 >= 3 * 1.0  # after the first epoch only its own time is known: 3 more like it
+    assert eta2 < 0.5 * 2   # after the second, the first's second of waiting no longer counts

@@ -171,8 +171,11 @@ def test_pipeline_on_real_servers(fresh_workspace: Path, servers, tmp_path: Path
     assert run.info.status == "FINISHED" and run.info.artifact_uri.startswith("mlflow-artifacts:/")
     assert {"ganflow.data_version", "ganflow.git_sha", "ganflow.config_hash"} <= set(run.data.tags)
     assert [m.step for m in client.get_metric_history(mv.run_id, "loss_d")] == [0, 1]
-    assert {a.path for a in client.list_artifacts(mv.run_id, "images")} == \
-        {"images/samples.png", "images/training_curves.png"}
+    images = {a.path for a in client.list_artifacts(mv.run_id, "images")}
+    assert {"images/samples.png", "images/training_curves.png"} <= images
+    # The worker on the cluster logged a sample grid at each checkpoint (every epoch here) to the server.
+    assert {p.split("+step+")[1].split("+")[0] for p in images if p.startswith("images/training_samples+step+")
+            and p.endswith(".png")} == {"1", "2"}, images
     assert any(p.name == "generator.pt" for p in (servers["state"] / "mlflow" / "artifacts").rglob("*"))
 
     # ... and the registered version loads in a new process, elsewhere, from the server alone.

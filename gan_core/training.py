@@ -222,7 +222,8 @@ def fit(spec: RunSpec, parts: Parts, batches: Callable[[int], Iterable], hooks: 
         gen = _seed_epoch(spec, epoch, rank)
         metrics = train_epoch(parts.G, parts.D, batches(epoch), parts.opt_g, parts.opt_d, loss,
                               n_critic=spec.optim.n_critic, gen=gen, conditional=spec.model.conditional,
-                              ema=parts.ema, augment=spec.augment.pipeline(p), **_fast(spec, d_steps))
+                              ema=parts.ema, augment=spec.augment.pipeline(p), amp=spec.amp,
+                              r1_every=spec.r1_every, step0=d_steps, channels_last=spec.channels_last)
         metrics = hooks.reduce(metrics)
         d_steps += int(metrics["steps_d"])
         metrics["lr_g"], metrics["lr_d"] = parts.opt_g.param_groups[0]["lr"], parts.opt_d.param_groups[0]["lr"]
@@ -265,18 +266,6 @@ def fit(spec: RunSpec, parts: Parts, batches: Callable[[int], Iterable], hooks: 
         out.state = parts.state(spec, epoch, history) if due else None
         hooks.end_epoch(metrics, done, out.state)
     return out
-
-
-def _fast(spec: RunSpec, d_steps: int) -> dict:
-    """train_epoch's speed options, passed only when set: at their defaults the step is the eager fp32 one."""
-    opts: dict = {}
-    if spec.amp is not None:
-        opts["amp"] = spec.amp
-    if spec.channels_last:
-        opts["channels_last"] = True
-    if spec.r1_every > 1:
-        opts.update(r1_every=spec.r1_every, step0=d_steps)
-    return opts
 
 
 def format_duration(seconds: float) -> str:

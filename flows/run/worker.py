@@ -62,7 +62,7 @@ def train_loop(config: dict) -> dict:
     parts = build(spec, tuple(tensors[0].shape[1:]))
     start_epoch, history = _restore(spec, job, parts, rank)
     batches = _distribute(spec, parts, tensors, device, rank, world)
-    hooks = _WorkerHooks(spec, job, rank, device)
+    hooks = _WorkerHooks(spec, job, parts, rank, device)
     outcome = fit(spec, parts, batches, hooks, start_epoch, history, rank, world)
     return {"diverged_at": outcome.diverged_at}  # Ray hands rank 0's return value to the driver
 
@@ -106,8 +106,8 @@ def _distribute(spec: RunSpec, parts: Parts, tensors: list[torch.Tensor], device
 
 
 class _WorkerHooks(Hooks):
-    def __init__(self, spec: RunSpec, job: WorkerJob, rank: int, device):
-        self.spec, self.job, self.rank, self.device = spec, job, rank, device
+    def __init__(self, spec: RunSpec, job: WorkerJob, parts: Parts, rank: int, device):
+        self.spec, self.job, self.parts, self.rank, self.device = spec, job, parts, rank, device
         self.logger = _MlflowEpochLogger(job.mlflow_run_id if rank == 0 else None)
         self.evaluator = ray.get(job.evaluator_ref) if rank == 0 and job.evaluator_ref is not None else None
         self.score = math.inf
@@ -147,7 +147,8 @@ class _WorkerHooks(Hooks):
         with tempfile.TemporaryDirectory() as tmp:
             if self.rank == 0:
                 torch.save(state, os.path.join(tmp, STATE_FILE))
-                self.logger.log_grid(state, done)
+                if len(self.parts.data_shape) == 3:  # images: a grid; points have their scatter at the end
+                    self.logger.log_grid(self.parts.evaluated, done)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
                                  checkpoint_dir_name=checkpoint_dir_name(metrics["epoch"]))
             else:
@@ -185,13 +186,11 @@ class _MlflowEpochLogger:
                  if math.isfinite(v) and not k.endswith("_unix")]
         self.client.log_batch(self.run_id, metrics=batch)
 
-    def log_grid(self, state: dict, done: int) -> None:
-        """The checkpoint's generator (the EMA if any) as a grid, so MLflow's UI shows the run improving."""
-        if not self.run_id or len(state["data_shape"]) != 3:
+    def log_grid(self, G, done: int) -> None:
+        """The generator a probe scores (the EMA if any) as a grid, so MLflow's UI shows the run improving."""
+        if not self.run_id:
             return
-        from gan_core.checkpoint import generator_from_state
-
-        samples = draw(generator_from_state(state), SampleRequest(n=GRID_SAMPLES, seed=0))
+        samples = draw(G, SampleRequest(n=GRID_SAMPLES, seed=0))
         self.client.log_image(self.run_id, image_grid(samples), key=SAMPLES_KEY, step=done)
 
 

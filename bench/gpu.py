@@ -27,6 +27,7 @@ if __package__ in (None, ""):
     __package__ = "bench"
 
 from bench.common import footer, table  # noqa: E402
+from gan_core.sizes import NATIVE_SIZES  # noqa: E402
 
 SETTINGS = ("fp32", "bf16", "channels_last", "compile", "bf16+channels_last+compile")
 
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default=None, help="cuda (default when there is one) or cpu")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--width", type=int, default=64, help="DCGAN base channels")
-    ap.add_argument("--size", type=int, default=64, choices=(8, 16, 32, 64))
+    ap.add_argument("--size", type=int, default=64, choices=NATIVE_SIZES)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--steps", type=int, default=50, help="steps per timed epoch")
     ap.add_argument("--epochs", type=int, default=2, help="timed epochs (after the warm-up epoch)")

@@ -47,6 +47,7 @@ if __package__ in (None, ""):
     __package__ = "bench"
 
 from bench.common import footer, table  # noqa: E402
+from gan_core.sizes import NATIVE_SIZES  # noqa: E402
 
 RECIPE = "images-ns-r1"  # the default image recipe: its loss (NS + R1 gamma) and Adam
 LAZY = 16                # StyleGAN2's R1 interval
@@ -178,7 +179,7 @@ def cpu_line() -> str:
 def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--size", type=int, default=32, choices=(8, 16, 32, 64))
+    ap.add_argument("--size", type=int, default=32, choices=NATIVE_SIZES)
     ap.add_argument("--channels", type=int, default=3, choices=(1, 3))
     ap.add_argument("--width", type=int, default=32, help="DCGAN base channels")
     ap.add_argument("--batch", type=int, default=32)

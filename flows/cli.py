@@ -14,6 +14,7 @@ import typer
 from flows import servers, watchdog
 from flows.env import configure, hold_workspace, reap_children, record_children
 from flows.errors import TrainingFailed, UserError
+from gan_core.sizes import ACCEPTED_SIZES_TEXT
 
 app = typer.Typer(help="Train GANs and WGANs: DVC data, Ray Train, MLflow registry, Prefect flows.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -196,7 +197,7 @@ def serve(workspace: Path = Workspace,
 def prepare(workspace: Path = Workspace,
             source: Optional[Path] = typer.Option(None, help="folder or .zip of PNG/JPEG images (default: bundled digits)"),
             name: Optional[str] = typer.Option(None, help="dataset name (default: the source's name)"),
-            image_size: Optional[int] = typer.Option(None, help="8, 16, 32 or 64"),
+            image_size: Optional[int] = typer.Option(None, help=ACCEPTED_SIZES_TEXT),
             channels: Optional[int] = typer.Option(None, help="1 (grayscale) or 3 (RGB)")):
     """Prepare the dataset under DVC (import --source into data/raw first, DVC-tracked there). --source/--name/
     --image-size/--channels change the workspace's data: they are written into params.yaml (unlike a run's

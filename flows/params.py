@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from flows.errors import UserError
 from gan_core import recipes
 from gan_core.augment import AugmentConfig
 from gan_core.config import LossConfig, ModelConfig, OptimConfig, ResolvedOptim, Strict
 from gan_core.recipes import resolve
+from gan_core.sizes import ACCEPTED_SIZES, ACCEPTED_SIZES_TEXT, NATIVE_SIZES
 
 PARAMS_FILE = "params.yaml"
 # What the current (or last) run used: params.yaml with that run's --set values laid over it. dvc.yaml's
@@ -36,7 +37,8 @@ class DataConfig(Strict):
                       description="dataset name; a bundled one (digits, ring8, grid25, gauss8, gauss25) "
                                   "needs no source")
     source: str | None = Field(None, description="folder/zip of images; default: the bundled dataset `name`")
-    image_size: Literal[8, 16, 32, 64] = 8
+    image_size: int = Field(8, description="images: the side in px, 8 to 256; the models build "
+                            f"{', '.join(map(str, NATIVE_SIZES))}, another side is prepared at the nearest of those")
     channels: Literal[1, 3] = 1
     points: int = Field(12_500, ge=100, description="2-D sets: points drawn (train + holdout)")
     holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
@@ -44,6 +46,13 @@ class DataConfig(Strict):
                                 "(per-epoch probe, kept checkpoints, Tune); the holdout is for reports and the gate")
     mirror: bool = Field(False, description="images: also train on horizontally flipped copies (off for digits)")
     seed: int = 0
+
+    @field_validator("image_size", mode="after")
+    @classmethod
+    def _image_size(cls, v: int) -> int:
+        if not ACCEPTED_SIZES[0] <= v <= ACCEPTED_SIZES[1]:
+            raise ValueError(ACCEPTED_SIZES_TEXT)
+        return v
 
     @model_validator(mode="after")
     def _known_dataset(self):

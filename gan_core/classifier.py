@@ -12,13 +12,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gan_core.sizes import NATIVE_SIZES
+
 
 class Classifier(nn.Module):
     def __init__(self, in_shape: tuple[int, int, int], num_classes: int, feature_dim: int = 64) -> None:
         super().__init__()
         c, h, w = in_shape
-        if h != w or h not in (8, 16, 32, 64):
-            raise ValueError(f"Classifier needs square images with H in (8, 16, 32, 64), got {h}x{w}")
+        if h != w or h not in NATIVE_SIZES:
+            raise ValueError(f"Classifier needs square images with H in {NATIVE_SIZES}, got {h}x{w}")
         self.in_shape = (c, h, w)
         self.num_classes = num_classes
         self.feature_dim = feature_dim
@@ -28,7 +30,7 @@ class Classifier(nn.Module):
             return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU()] + ([nn.MaxPool2d(2)] if pool else [])
 
         self.conv = nn.Sequential(*block(c, 32), *block(32, 64))
-        side = h // 4 if pool else h
+        side = h // 4 if pool else h  # 28 px: pooled twice to 7x7
         # Flatten keeps the spatial layout on small maps; larger ones (64 px) are average-pooled
         # to 4x4 first so the feature layer stays small.
         out_side = side if side <= 8 else 4

@@ -14,8 +14,8 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from gan_core.config import ModelConfig
+from gan_core.sizes import NATIVE_SIZES, base_side
 
-IMAGE_SIZES = (8, 16, 32, 64)
 IMAGE_CHANNELS = (1, 3)
 ARCHS = ("dcgan", "resnet", "mlp")
 
@@ -148,8 +148,8 @@ def _check_shape(arch: str, data_shape: tuple[int, ...]) -> tuple[int, ...]:
     c, h, w = shape
     if c not in IMAGE_CHANNELS:
         raise ValueError(f"arch {arch!r} needs C in {IMAGE_CHANNELS}, got C={c}")
-    if h != w or h not in IMAGE_SIZES:
-        raise ValueError(f"arch {arch!r} needs square images with H == W in {IMAGE_SIZES}, got {h}x{w}")
+    if h != w or h not in NATIVE_SIZES:
+        raise ValueError(f"arch {arch!r} needs square images with H == W in {NATIVE_SIZES}, got {h}x{w}")
     return shape
 
 
@@ -161,11 +161,6 @@ def _num_classes(cfg: ModelConfig) -> int | None:
     if cfg.num_classes is None:
         raise ValueError("model.conditional is true but model.num_classes is not set")
     return cfg.num_classes
-
-
-def _n_resamples(size: int) -> int:
-    # Both nets work on a 4x4 base; each stride-2 block doubles / halves the side.
-    return int(math.log2(size // 4))
 
 
 def init_weights(module: nn.Module) -> None:
@@ -198,12 +193,12 @@ class DCGANGenerator(GeneratorBase):
                  num_classes: int | None = None) -> None:
         super().__init__(z_dim, data_shape, num_classes)
         c, h, _ = data_shape
-        k = _n_resamples(h)
+        b, k = base_side(h)
         ch = width * 2**k
         self.base_channels = ch
         # BN + ReLU on the projection too, as in DCGAN: keeps the first feature map well scaled.
         self.project = _LabelledSequential(
-            nn.Linear(z_dim, ch * 16), nn.Unflatten(1, (ch, 4, 4)), _bn(ch, num_classes), nn.ReLU())
+            nn.Linear(z_dim, ch * b * b), nn.Unflatten(1, (ch, b, b)), _bn(ch, num_classes), nn.ReLU())
         blocks: list[nn.Module] = []
         for _ in range(k):
             blocks += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), _bn(ch // 2, num_classes), nn.ReLU()]
@@ -221,7 +216,7 @@ class DCGANDiscriminator(nn.Module):
     def __init__(self, width: int, data_shape: tuple[int, int, int], num_classes: int | None = None) -> None:
         super().__init__()
         c, h, _ = data_shape
-        k = _n_resamples(h)
+        b, k = base_side(h)
         ch = width
         # No BatchNorm anywhere: real and fake share one forward (batch stats would leak
         # between them) and WGAN-GP's per-sample gradient penalty is invalid with BN.
@@ -230,8 +225,8 @@ class DCGANDiscriminator(nn.Module):
             layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1), nn.LeakyReLU(0.2)]
             ch *= 2
         self.features = nn.Sequential(*layers, nn.Flatten())
-        self.head = nn.Linear(ch * 16, 1)
-        self.proj = _Projection(ch * 16, num_classes)
+        self.head = nn.Linear(ch * b * b, 1)
+        self.proj = _Projection(ch * b * b, num_classes)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         h = self.features(x)
@@ -284,8 +279,9 @@ class ResNetGenerator(GeneratorBase):
                  num_classes: int | None = None) -> None:
         super().__init__(z_dim, data_shape, num_classes)
         c, h, _ = data_shape
-        self.project = nn.Sequential(nn.Linear(z_dim, width * 16), nn.Unflatten(1, (width, 4, 4)))
-        self.blocks = nn.ModuleList(_UpBlock(width, num_classes) for _ in range(_n_resamples(h)))
+        b, k = base_side(h)
+        self.project = nn.Sequential(nn.Linear(z_dim, width * b * b), nn.Unflatten(1, (width, b, b)))
+        self.blocks = nn.ModuleList(_UpBlock(width, num_classes) for _ in range(k))
         self.bn_out = _bn(width, num_classes)
         self.to_pixels = nn.Sequential(nn.ReLU(), nn.Conv2d(width, c, 3, 1, 1), nn.Tanh())
 
@@ -303,7 +299,7 @@ class ResNetDiscriminator(nn.Module):
         c, h, _ = data_shape
         # No BatchNorm, for the same reasons as the DCGAN D.
         self.blocks = nn.Sequential(
-            *(_DownBlock(c if i == 0 else width, width, first=i == 0) for i in range(_n_resamples(h))))
+            *(_DownBlock(c if i == 0 else width, width, first=i == 0) for i in range(base_side(h)[1])))
         self.head = nn.Linear(width, 1)
         self.proj = _Projection(width, num_classes)
 

@@ -21,7 +21,7 @@ def test_classifier_on_digits_is_accurate_and_seeded(one_thread):
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), once.state_dict().values()))
 
 
-@pytest.mark.parametrize("size", [16, 32, 64])
+@pytest.mark.parametrize("size", [16, 28, 32, 64])
 def test_classifier_shapes(size):
     m = Classifier((3, size, size), 5, feature_dim=12)
     x = torch.randn(2, 3, size, size)

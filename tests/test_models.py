@@ -1,5 +1,3 @@
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -8,6 +6,7 @@ from torch.nn.utils import parametrize
 
 from gan_core.config import ModelConfig
 from gan_core.models import ConditionalBatchNorm2d, build_discriminator, build_generator
+from gan_core.sizes import NATIVE_SIZES, base_side
 
 ARCHS = ("dcgan", "resnet", "mlp")
 NUM_CLASSES = 5
@@ -27,7 +26,7 @@ def _pair(arch: str, conditional: bool = False, **kw):
 
 
 @pytest.mark.parametrize("conditional", [False, True])
-@pytest.mark.parametrize("size", [8, 16, 32, 64])
+@pytest.mark.parametrize("size", NATIVE_SIZES)  # 8, 16, 28, 32, 64
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("arch", ["dcgan", "resnet"])
 def test_image_shapes(arch, channels, size, conditional):
@@ -46,8 +45,8 @@ def test_image_shapes(arch, channels, size, conditional):
     assert s.shape == (5,) and s.dtype == torch.float32
     assert not any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in D.modules())
     if arch == "resnet":
-        # one residual block per doubling from the 4x4 base
-        assert len(G.blocks) == len(D.blocks) == int(math.log2(size // 4))
+        # one residual block per doubling from the base (4x4; 7x7 at 28 px)
+        assert len(G.blocks) == len(D.blocks) == {8: 1, 16: 2, 28: 2, 32: 3, 64: 4}[size]
         assert any(isinstance(m, ConditionalBatchNorm2d) for m in G.modules()) == conditional
 
 
@@ -109,6 +108,20 @@ def test_unconditional_dcgan_state_dict_layout_unchanged():
             "blocks.1.weight", "to_pixels.0.weight"} <= set(G.state_dict())
     assert set(D.state_dict()) == {"features.0.weight", "features.0.bias", "features.2.weight",
                                    "features.2.bias", "head.weight", "head.bias"}
+
+
+@pytest.mark.parametrize("size", NATIVE_SIZES)
+def test_projection_and_head_are_sized_by_the_base(size):
+    # 8..64: a 4x4 base, the layout (and state_dict shapes) of every earlier checkpoint; 28: a 7x7 one.
+    b, k = base_side(size)
+    assert b == (7 if size == 28 else 4)
+    cfg = ModelConfig(arch="dcgan", width=8, z_dim=16)
+    G, D = build_generator(cfg, (1, size, size)), build_discriminator(cfg, (1, size, size))
+    ch = 8 * 2**k
+    assert G.project[0].weight.shape == (ch * b * b, 16) and D.head.weight.shape == (1, ch * b * b)
+    cfg = ModelConfig(arch="resnet", width=8, z_dim=16)
+    G, D = build_generator(cfg, (1, size, size)), build_discriminator(cfg, (1, size, size))
+    assert G.project[0].weight.shape == (8 * b * b, 16) and D.head.weight.shape == (1, 8)
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,8 @@ def test_repository_params_are_valid(ws):
     ("optim.lr_g=-1", "optim.lr_g"),
     ("optim.optimizer=sgd", "optim.optimizer"),
     ("data.name=cifar", "data"),
-    ("data.image_size=12", "data.image_size"),
+    ("data.image_size=4", "data.image_size"),  # 8 to 256 px are accepted (12 is prepared at 16)
+    ("data.image_size=300", "data.image_size"),
     ("loss=hinge-ish", "loss.name"),
     ("optim.betas=[0.5, 1.5]", "optim"),
     ("model.arch=transformer", "model.arch"),

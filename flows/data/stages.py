@@ -19,6 +19,7 @@ from flows.params import Params
 from gan_core import classifier as clf
 from gan_core import data as gdata
 from gan_core.metrics import class_histogram
+from gan_core.sizes import NATIVE_SIZES, native_size
 from gan_core.toy_data import sample_toy, toy_modes
 
 SHOW_SKIPPED = 5  # skipped files listed by `prepare`; the manifest has every one
@@ -40,8 +41,14 @@ def _load_source(params: Params, workspace: Path):
         raise UserError(f"data.source {d.source!r} does not exist (a folder or .zip of PNG/JPEG images)")
     if src.is_file() and zipfile.is_zipfile(src):
         check_zip(src)  # a zip put in data/raw by hand has the import's budget too
+    # A side the nets do not build is prepared at the nearest one they do: the manifest's shape, which
+    # everything downstream reads, then has that size. Said here, as the stage's output reaches the user.
+    size = native_size(d.image_size)
+    if size != d.image_size:
+        print(f"data.image_size {d.image_size} is not one the models build ({', '.join(map(str, NATIVE_SIZES))}): "
+              f"images are resized to {size}x{size} (centre crop)")
     try:
-        return gdata.load_images(src, d.image_size, d.channels)
+        return gdata.load_images(src, size, d.channels)
     except ValueError as exc:
         raise UserError(str(exc)) from None
 

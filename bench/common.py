@@ -130,6 +130,8 @@ def run_ganflow(ws: Path, command: str, *args: str) -> float:
     started = time.time()
     proc = subprocess.run([str(Path(sys.executable).parent / "ganflow"), command, "--workspace", str(ws), *args],
                           cwd=ws, env=clean_env(ws / ".ganflow"), capture_output=True, text=True)
+    with open(ws / f"ganflow-{command}.log", "a") as log:  # the run's own lines (schedule, ETA), to read later
+        log.write(proc.stdout + proc.stderr)
     if proc.returncode:
         sys.exit(f"ganflow {command} {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return time.time() - started

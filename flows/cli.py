@@ -34,12 +34,16 @@ def pipeline(workspace: Path = Workspace, set_: Optional[List[str]] = Sets,
                                             "holds where its schedule ended"),
              init_from: Optional[str] = typer.Option(None, "--init-from", help="start from a registered version's "
                                                      "G, D and optimiser states, e.g. models:/ganflow-digits@champion "
-                                                     "(same model and data shape; other data is transfer learning)")):
+                                                     "(same model and data shape; other data is transfer learning)"),
+             finish: bool = typer.Option(False, "--finish", help="train no further: register the best kept "
+                                         "checkpoint (by the validation probe) of the run of these settings that "
+                                         "was stopped (Ctrl-C), through evaluation and the gate")):
     """Run the whole pipeline as a Prefect flow: prepare -> train -> evaluate -> register -> promote."""
-    if new_run + continue_ + (init_from is not None) > 1:
-        raise UserError("--new-run (from scratch), --continue (extend a finished run) and --init-from (start from "
-                        "a registered version) each choose the starting point: pass one of them")
-    _run_pipeline(workspace, set_, new_run=new_run, extend=continue_, init_from=init_from)
+    if new_run + continue_ + (init_from is not None) + finish > 1:
+        raise UserError("--new-run (from scratch), --continue (extend a finished run), --init-from (start from "
+                        "a registered version) and --finish (end a stopped run) each choose the starting point: "
+                        "pass one of them")
+    _run_pipeline(workspace, set_, new_run=new_run, extend=continue_, init_from=init_from, finish=finish)
 
 
 @app.command()
@@ -131,18 +135,20 @@ def recipes(workspace: Path = Workspace):
     """List the training recipes: what each sets, when `recipe: auto` picks it, what it was measured at and
     the command that measured it; and the one this workspace's params.yaml resolves to."""
     from flows import params as params_mod
-    from gan_core.recipes import MAX_REPEAT, RECIPES
+    from gan_core.recipes import LARGE_SIDE, MAX_PASSES, MAX_REPEAT, RECIPES
 
     for r in RECIPES.values():
         size = f", up to {r.max_train} training images" if r.max_train else ""
         when = f"{r.kind}, {r.loss or 'any other'} loss{size}" if r.auto else f"never (name it: recipe: {r.name})"
         print(f"{r.name}\n  {r.summary}\n  auto picks it for: {when}\n  measured: {r.measured}"
               f"\n  command: {r.command}\n  sets: " + ", ".join(f"{k}={v}" for k, v in r.values.items()))
-        if r.epoch_images:
-            epochs, steps = r.values["train.epochs"], r.epoch_images // r.values["train.batch_size"]
-            print(f"  a training set under ~{r.epoch_images:,} images repeats within each epoch (train.repeat "
-                  f"= that / its size, rounded, at most {MAX_REPEAT}): ~{epochs * steps:,} G steps in {epochs} "
-                  f"epochs down to ~{round(r.epoch_images / MAX_REPEAT)} images, fewer below (G would memorise them)")
+        if r.values.get("train.kimg"):
+            small, large = r.kimg_for(None), r.kimg_for(LARGE_SIDE)
+            print(f"  length: {small:g}k images shown below {LARGE_SIDE} px, {large:g}k from {LARGE_SIDE} px "
+                  f"(~{round(small * 1000 / r.values['train.batch_size']):,} / "
+                  f"~{round(large * 1000 / r.values['train.batch_size']):,} G steps), whatever the set's size; "
+                  f"a set under ~{r.epoch_images:,} images repeats within each epoch (at most {MAX_REPEAT}x) and is "
+                  f"shown at most {MAX_PASSES:,} times (G would memorise it)")
     if (workspace / params_mod.PARAMS_FILE).exists():
         print(f"\n{workspace / params_mod.PARAMS_FILE} resolves to: {params_mod.load(workspace).recipe}")
 

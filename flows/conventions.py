@@ -5,11 +5,13 @@ so a key changes only with a reader for the old name. The per-step training metr
 ...) are produced by gan_core.steps.train_epoch; the ones below are those flows/ writes or reads by name."""
 from __future__ import annotations
 
+from gan_core.training import SCORE  # the training loop's stop rule reads the same key
+
 # --- metric keys -----------------------------------------------------------------------------------------
 # The selection target: the last probe's selection metric (flows.evaluate.SELECT) on the validation split
 # (lower is better), +inf once a run diverged. Ray Tune searches on it, the checkpoint keeper keeps the
 # best by it. Every epoch's report carries it (Tune insists). Logged as "score" since the first runs.
-SELECTION = "score"
+SELECTION = SCORE
 PROBE_PREFIX = "probe_"  # per-epoch probe results: probe_fd_ratio, probe_modes, ...
 EVAL_PREFIX = "eval/"    # the final evaluation on the holdout, one MLflow metric per key: eval/fd_ratio, ...
 

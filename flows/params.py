@@ -18,7 +18,7 @@ from gan_core import recipes
 from gan_core.augment import AugmentConfig
 from gan_core.config import LossConfig, ModelConfig, OptimConfig, ResolvedOptim, Strict
 from gan_core.recipes import resolve
-from gan_core.sizes import ACCEPTED_SIZES, ACCEPTED_SIZES_TEXT, NATIVE_SIZES
+from gan_core.sizes import ACCEPTED_SIZES, ACCEPTED_SIZES_TEXT, NATIVE_SIZES, native_size
 
 PARAMS_FILE = "params.yaml"
 # What the current (or last) run used: params.yaml with that run's --set values laid over it. dvc.yaml's
@@ -81,6 +81,14 @@ class ClassifierConfig(Strict):
 
 class TrainConfig(Strict):
     epochs: int = Field(40, ge=1)
+    kimg: float | None = Field(None, gt=0, description="thousands of images D sees from the data, the recipe's "
+                               "measure of a run's length (StyleGAN's): train.epochs is derived from it and the "
+                               "training-set size; null for a recipe counted in epochs (2-D points)")
+    time_budget: float | None = Field(None, gt=0, description="minutes of training: after the first epochs the "
+                                      "schedule (lr decay included) is shrunk to fit, never lengthened; recorded "
+                                      "with the run, so a resume keeps it")
+    stop_patience: float | None = Field(None, gt=0, le=1, description="stop once the lr decay has run this share "
+                                        "of the schedule with no probe improving beyond its draw noise; null: off")
     repeat: int = Field(1, ge=1, description="passes over the training set in one epoch (a small set repeats "
                         "so an epoch has enough G steps)")
     batch_size: int = Field(32, ge=2, description="global batch, split across workers")
@@ -391,7 +399,8 @@ def validate(raw: dict[str, Any], where: str, n_train: int | None = None) -> Par
                         "use recipe: auto")
     try:
         filled = recipes.fill(explicit, recipe, first.loss.name,
-                              n_train and n_train * (2 if first.data.mirror else 1))  # --mirror doubles it
+                              n_train and n_train * (2 if first.data.mirror else 1),  # --mirror doubles it
+                              None if kind == "points" else native_size(first.data.image_size))
     except ValueError as exc:
         raise UserError(str(exc)) from None
     for key, value in filled.items():  # a recipe value of None (no lr decay) stays null

@@ -23,8 +23,8 @@ from flows.data.load import CLASSIFIER, PROCESSED, load_manifest
 from flows.errors import ServiceDown, TrainingDiverged, TrainingFailed, UserError
 from flows.logs import quiet_expected_tracebacks
 from flows.run.train import fit
-from flows.run.identity import (RunIdentity, TrainOutcome, check_seed, last_checkpoint_epoch, last_state, resolve_model,
-                                 run_identity)
+from flows.run.identity import (RunIdentity, TrainOutcome, best_kept_state, check_seed, last_checkpoint_epoch,
+                                 last_state, resolve_model, run_identity, settle)
 from flows.run.tune import run_search
 from gan_core.checkpoint import generator_from_state
 from gan_core.recipes import RECIPES, describe
@@ -73,6 +73,17 @@ def train_task(paths: RunPaths, params: Params, identity: RunIdentity, seed: ver
                               "command resumes it once the server answers again") from None
         tracking.fail_run(identity.mlflow_run_id, str(exc))
         raise
+
+
+@task(name="finish", cache_policy=NO_CACHE)
+def finish_task(paths: RunPaths, params: Params, identity: RunIdentity) -> TrainOutcome:
+    """`--finish`: the stopped run trains no further; its best kept checkpoint goes on to evaluation."""
+    state, done, score = best_kept_state(paths, identity.name)
+    print(f"Finishing run {identity.name} where it was stopped: its best kept checkpoint is after epoch {done}"
+          + (f" (probe score {score:.4g})" if score is not None else " (no probe: the latest)")
+          + f" of {params.train.epochs}")
+    settle(identity, paths, "finished")  # ended by its user: no longer an interrupted run to resume
+    return TrainOutcome(identity, state, state["history"], done, 0.0)
 
 
 @task(name="tune", cache_policy=NO_CACHE)
@@ -237,13 +248,13 @@ def _warn(message: str) -> None:
 
 @flow(name="ganflow-pipeline", log_prints=True)
 def pipeline(workspace: str, new_run: bool = False, search: bool = False, extend: bool = False,
-             init_from: str | None = None, overrides: list[str] | None = None) -> dict:
+             init_from: str | None = None, overrides: list[str] | None = None, finish: bool = False) -> dict:
     """`overrides`: this run's --set values, laid over params.yaml for this run only (a scheduled run has none)."""
     paths = configure(Path(workspace))
     progress = {"stage": "start"}
     try:
         with hold_workspace(paths, "ganflow tune" if search else "ganflow pipeline"):
-            return _run(paths, new_run, search, extend, init_from, list(overrides or []), progress)
+            return _run(paths, new_run, search, extend, init_from, list(overrides or []), progress, finish)
     except BaseException as exc:  # failed, or stopped (Ctrl-C / SIGTERM): whoever watches the schedule hears
         from prefect.runtime import flow_run
 
@@ -261,7 +272,7 @@ def pipeline(workspace: str, new_run: bool = False, search: bool = False, extend
 
 
 def _run(paths: RunPaths, new_run: bool, search: bool, extend: bool, init_from: str | None,
-         overrides: list[str], progress: dict[str, str]) -> dict:
+         overrides: list[str], progress: dict[str, str], finish: bool = False) -> dict:
     timings: dict[str, float] = {}
 
     def timed(name, fn, *args):
@@ -292,7 +303,9 @@ def _run(paths: RunPaths, new_run: bool, search: bool, extend: bool, init_from: 
                 return _unchanged(paths, params, identity, data_version, *cached, timings, retained, promotion)
             tracking.start_run(params, paths, identity, data_version, extra_tags={**_lineage(identity, seed), **tags})
         try:
-            if not search:
+            if finish:
+                outcome = timed("train", finish_task, paths, params, identity)
+            elif not search:
                 outcome = timed("train", train_task, paths, params, identity, seed)
             ray_runtime.shutdown(wait=False)  # Ray's part is done: its ~2 s stop overlaps evaluation
             metrics = timed("evaluate", evaluate_task, paths, params, outcome)

@@ -3,7 +3,11 @@ adaptive augmentation p, the EMA and the divergence stop inside; the probe, the 
 checkpoint as hooks. The Ray worker (flows/run/worker.py: DDP, reports, checkpoints) and every benchmark
 call `fit`, so what bench measures is what the product trains.
 
-Epochs: `fit` counts 0-based epoch indices (a checkpoint's "epoch"); hooks get `done`, epochs completed."""
+Epochs: `fit` counts 0-based epoch indices (a checkpoint's "epoch"); hooks get `done`, epochs completed.
+
+Two ways a run ends before `epochs`: a time budget (the schedule, lr decay included, is shrunk to fit the
+wall time measured on the first epochs; recorded in the history as SCHEDULE and kept by every resume) and
+the stop rule (the probe's SCORE has not improved beyond the draw noise for a stretch of the decay)."""
 from __future__ import annotations
 
 import math
@@ -27,6 +31,12 @@ from gan_core.steps import build_optimizers, train_epoch, unwrap
 
 Precision = Literal["fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+
+SCORE = "score"          # the key of a probe's selection value (lower is better), which the stop rule watches
+SCHEDULE = "schedule_epochs"  # history key: the epochs a time budget fitted the schedule to (from then on)
+FIT_AFTER = 2            # epochs timed before a time budget sizes the schedule (the first carries warm-up)
+# A probe's Frechet ratio moves ~5% between draws of its 1,000 samples: a smaller gain is not an improvement.
+PROBE_NOISE = 0.05
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,9 @@ class RunSpec:
     channels_last: bool = False
     compile: bool = False       # torch.compile of G's and D's forwards (in place: state dicts unchanged)
     r1_every: int = 1           # lazy R1 (StyleGAN2): on every k-th D step, weighted by k
+    time_budget_s: float | None = None  # fit the schedule into this wall time (a fresh run, not a PBT segment)
+    stop_patience: float | None = None  # stop when the decay has run this share of the schedule without a probe
+                                        #   improving beyond PROBE_NOISE; None: never
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "repeat", "checkpoint_every", "r1_every"):
@@ -62,6 +75,10 @@ class RunSpec:
             raise ValueError(f"RunSpec.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.stop_epoch is not None and not 1 <= self.stop_epoch <= self.epochs:
             raise ValueError(f"RunSpec.stop_epoch must be in [1, {self.epochs}], got {self.stop_epoch}")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise ValueError(f"RunSpec.time_budget_s must be > 0, got {self.time_budget_s}")
+        if self.stop_patience is not None and not 0 < self.stop_patience <= 1:
+            raise ValueError(f"RunSpec.stop_patience must be in (0, 1], got {self.stop_patience}")
         if self.model.arch == "auto" or self.model.conditional == "auto":
             raise ValueError("RunSpec.model must be resolved for the data (no 'auto' arch or conditioning)")
 
@@ -166,6 +183,8 @@ class Progress:
     metrics: dict[str, float]
     finite: bool
     first: bool        # the first epoch of this call: the time the whole run will take is known from here
+    fitted: bool = False  # this epoch sized the schedule to the time budget (total is the fitted length)
+    stopped: bool = False  # the stop rule ended the run here
 
 
 class Hooks:
@@ -192,6 +211,8 @@ class Outcome:
     history: list[dict] = field(default_factory=list)
     diverged_at: int | None = None  # epochs completed when a NaN/Inf stopped the run
     state: dict | None = None       # the last training state handed to end_epoch
+    schedule_epochs: int | None = None  # what a time budget fitted the schedule to
+    stopped_at: int | None = None   # epochs completed when the stop rule ended the run
 
 
 def _seed_epoch(spec: RunSpec, epoch: int, rank: int) -> torch.Generator:
@@ -203,22 +224,29 @@ def _seed_epoch(spec: RunSpec, epoch: int, rank: int) -> torch.Generator:
 
 def fit(spec: RunSpec, parts: Parts, batches: Callable[[int], Iterable], hooks: Hooks | None = None,
         start_epoch: int = 0, history: list[dict] | None = None, rank: int = 0, world: int = 1) -> Outcome:
-    """Train epochs start_epoch .. spec.end - 1. `batches(epoch)` gives the epoch's (x,) or (x, y) batches
-    (this rank's shard under DDP); `history` is the resumed run's (it carries the adaptive p)."""
+    """Train epochs start_epoch .. spec.end - 1 (fewer under a time budget or the stop rule). `batches(epoch)`
+    gives the epoch's (x,) or (x, y) batches (this rank's shard under DDP); `history` is the resumed run's
+    (it carries the adaptive p, the fitted schedule and the stop rule's best probe)."""
     hooks = hooks or Hooks()
     history = list(history or [])
     loss = GanLoss(spec.loss)
     p = resumed_p(spec.augment, history)
     per_worker = max(1, spec.batch_size // world)
     d_steps = int(sum(h.get("steps_d", 0) for h in history))  # lazy R1 continues its count on resume
-    started, probe_s, train_s, out = time.perf_counter(), 0.0, 0.0, Outcome(history)
+    fitted = recorded_schedule(history)  # a resume keeps the schedule its run was fitted to, on any machine
+    epochs, horizon = (fitted, fitted) if fitted else (spec.epochs, spec.schedule_epochs)
+    end = min(spec.end, epochs)
+    stop = _StopRule(spec, history)
+    started, probe_s, train_s, out = time.perf_counter(), 0.0, 0.0, Outcome(history, schedule_epochs=fitted)
     walls: list[float] = []  # each epoch's wall time in this call, probes and checkpoints included
-    for epoch in range(start_epoch, spec.end):
+    for epoch in range(start_epoch, end):
+        if epoch >= end:  # a time budget shortened the run
+            break
         done = epoch + 1
         t0 = time.perf_counter()
         # Every epoch: the schedule's lr, and after a restore the configured (PBT: mutated) values rather
         # than the ones the loaded optimiser state carries.
-        set_hyperparams(parts.opt_g, parts.opt_d, spec.optim, lr_scale(spec.optim, progress(epoch, spec.schedule_epochs)))
+        set_hyperparams(parts.opt_g, parts.opt_d, spec.optim, lr_scale(spec.optim, progress(epoch, horizon)))
         gen = _seed_epoch(spec, epoch, rank)
         metrics = train_epoch(parts.G, parts.D, batches(epoch), parts.opt_g, parts.opt_d, loss,
                               n_critic=spec.optim.n_critic, gen=gen, conditional=spec.model.conditional,
@@ -238,7 +266,17 @@ def fit(spec: RunSpec, parts: Parts, batches: Callable[[int], Iterable], hooks: 
             metrics["augment_p"] = p  # after this epoch's step: the p the next epoch (or a resume) uses
         finite = metrics.get("nonfinite", 0.0) == 0.0 and all(math.isfinite(v) for v in metrics.values())
         metrics["nonfinite"] = 0.0 if finite else 1.0
-        last = done in (spec.end, spec.epochs)
+        just_fitted = fitted is None and _budget_applies(spec) and done - start_epoch == FIT_AFTER
+        if just_fitted:
+            # Sized once, from this machine's speed; every rank takes the same (rank-averaged) answer.
+            elapsed = time.perf_counter() - started
+            fitted = round(hooks.reduce({"n": float(fit_schedule(spec, done, elapsed, history_times(
+                history, start_epoch) + [metrics["epoch_time_s"]]))})["n"])
+            epochs, horizon, end = fitted, fitted, min(end, fitted)
+            out.schedule_epochs = fitted
+        if fitted is not None:
+            metrics[SCHEDULE] = float(fitted)
+        last = done in (end, epochs)
         # The probe: every probe_every epochs while probes stay within their share of the training time.
         if finite and spec.probe_every and (last or (done % spec.probe_every == 0
                                                      and probe_s <= spec.probe_budget * train_s)):
@@ -247,15 +285,18 @@ def fit(spec: RunSpec, parts: Parts, batches: Callable[[int], Iterable], hooks: 
             probe_s += time.perf_counter() - t1
             if found:
                 metrics.update(found)
+                if not last and stop.should_stop(found.get(SCORE), done, horizon):
+                    out.stopped_at, last = done, True
         history.append(metrics)
         elapsed = time.perf_counter() - started
         walls.append(elapsed - sum(walls))
         # The ETA from the recent epochs' wall time: the first carries one-time costs (warm-up, the
         # first probe) and the machine's load changes over a long run.
         recent = walls[1:][-10:] or walls
-        hooks.progress(Progress(done, spec.end, spec.epochs, metrics["epoch_time_s"], elapsed,
-                                sum(recent) / len(recent) * (spec.end - done), dict(metrics), finite,
-                                epoch == start_epoch))
+        remaining = 0 if out.stopped_at else end - done
+        hooks.progress(Progress(done, done if out.stopped_at else end, epochs, metrics["epoch_time_s"], elapsed,
+                                sum(recent) / len(recent) * remaining, dict(metrics), finite,
+                                epoch == start_epoch, just_fitted, bool(out.stopped_at)))
         if not finite:
             # A NaN/Inf poisons every later step: stop, keep the last good checkpoint (the caller marks
             # the run failed from `diverged_at`).
@@ -265,7 +306,61 @@ def fit(spec: RunSpec, parts: Parts, batches: Callable[[int], Iterable], hooks: 
         due = done % spec.checkpoint_every == 0 or last
         out.state = parts.state(spec, epoch, history) if due else None
         hooks.end_epoch(metrics, done, out.state)
+        if out.stopped_at:
+            break
     return out
+
+
+def recorded_schedule(history: list[dict]) -> int | None:
+    """The epochs a time budget fitted this run's schedule to, once it has (None: not fitted)."""
+    for h in reversed(history):
+        if SCHEDULE in h:
+            return int(h[SCHEDULE])
+    return None
+
+
+def history_times(history: list[dict], start_epoch: int) -> list[float]:
+    """This call's epoch training times so far (the entries after `start_epoch`'s resume point)."""
+    return [float(h["epoch_time_s"]) for h in history[start_epoch:] if "epoch_time_s" in h]
+
+
+def _budget_applies(spec: RunSpec) -> bool:
+    # A PBT segment or a continued run has its schedule from elsewhere (the search, the parent run).
+    return spec.time_budget_s is not None and spec.stop_epoch is None and spec.horizon is None
+
+
+def fit_schedule(spec: RunSpec, done: int, elapsed_s: float, epoch_times: list[float]) -> int:
+    """Epochs (the whole run's, lr decay included) that fit spec.time_budget_s, given `done` epochs took
+    `elapsed_s` of wall time: the later epochs cost their mean training time (the first is warm-up) plus
+    the probes' share of it; never more than spec.epochs, never fewer than done + 1."""
+    times = epoch_times[1:] or epoch_times
+    per_epoch = sum(times) / len(times) * (1 + (spec.probe_budget if spec.probe_every else 0.0)) * 1.03  # + reports
+    more = math.floor(max(0.0, spec.time_budget_s - elapsed_s) / max(per_epoch, 1e-9))
+    return int(max(done + 1, min(spec.epochs, done + more)))
+
+
+class _StopRule:
+    """Stop when the lr decay has been on for `stop_patience` of the schedule and, over the last such
+    stretch, no probe beat the best by more than PROBE_NOISE: the decay is where a run still improves, so a
+    flat stretch inside it means the rest would not (issue 27: at 32 px the best came long before the end)."""
+
+    def __init__(self, spec: RunSpec, history: list[dict]):
+        self.spec, self.best, self.best_at = spec, math.inf, 0
+        for h in history:  # a resumed run picks its best up where it was
+            self._see(h.get(SCORE), int(h["epoch"]) + 1)
+
+    def _see(self, score: float | None, done: int) -> None:
+        if score is not None and math.isfinite(score) and score < self.best * (1 - PROBE_NOISE):
+            # Gains within the noise neither count nor move the bar: five 3% steps are one real gain.
+            self.best, self.best_at = score, done
+
+    def should_stop(self, score: float | None, done: int, horizon: int) -> bool:
+        self._see(score, done)
+        if self.spec.stop_patience is None or self.spec.optim.lr_decay_start is None:
+            return False
+        stretch = max(1, math.ceil(self.spec.stop_patience * horizon))
+        decay_from = self.spec.optim.lr_decay_start * horizon
+        return done - max(decay_from, self.best_at) >= stretch
 
 
 def format_duration(seconds: float) -> str:

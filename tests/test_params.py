@@ -8,7 +8,7 @@ import pytest
 
 from flows import params
 from flows.errors import UserError
-from gan_core.recipes import RECIPES, SMALL_IMAGES
+from gan_core.recipes import LARGE_KIMG, RECIPES, SMALL_IMAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,7 +130,7 @@ def test_default_digits_run_gets_the_measured_image_recipe(ws):
     assert p.recipe == r.name
     assert (p.model.arch, p.model.width, p.loss.r1_gamma) == ("dcgan", r.values["model.width"], 0.01)
     assert (p.optim.lr_g, p.optim.lr_d, tuple(p.optim.betas)) == (3e-4, 3e-4, (0.0, 0.99))
-    assert (p.train.epochs, p.augment.policy) == (r.values["train.epochs"], "off")
+    assert (p.train.kimg, p.train.epochs, p.augment.policy) == (r.values["train.kimg"], 200, "off")  # 252k of 1,259
     assert p.resolved_optim.lr_decay_start == 0.5
 
 
@@ -184,7 +184,7 @@ def test_a_small_image_set_repeats_within_an_epoch_to_the_recipes_steps(ws):
     # epochs, not ~1,800); 90 (a 150-image folder's) at most 5, lest G memorise them; size unknown: once.
     sizes = (1259, 2000, 1000, 300, 90, 10, None)
     assert [params.validate(raw, "t", n_train=n).train.repeat for n in sizes] == [1, 1, 1, 4, 5, 5, 1]
-    assert params.validate(raw, "t", n_train=90).train.epochs == 200
+    assert params.validate(raw, "t", n_train=90).train.epochs == 200  # 1,000 passes at most, not 252k images
     params.apply(raw, "data.mirror", True)  # the mirrored set is twice as large
     assert params.validate(raw, "t", n_train=400).train.repeat == 2  # 800 images; unmirrored: 3
     params.apply(raw, "train.repeat", 1)  # the user's value wins
@@ -192,6 +192,26 @@ def test_a_small_image_set_repeats_within_an_epoch_to_the_recipes_steps(ws):
     assert params.load(ws, ["data.name=ring8"]).train.repeat == 1  # points: no repeat
     assert params.validate(raw, "t", n_train=90).training_hash() != \
         params.validate({**raw, "train": {**raw["train"], "repeat": 2}}, "t", n_train=90).training_hash()
+
+
+def test_a_run_is_as_long_as_its_images_shown_not_its_passes(ws):
+    """Recipes count images shown (kimg): a larger folder gets fewer epochs, not more G steps; from 28 px the
+    shorter measured length; a size other than the models' counts as the size it is resized to."""
+    raw = params.read_raw(ws / "params.yaml")
+    r = RECIPES["images-ns-r1"]
+    epochs = {n: params.validate(raw, "t", n_train=n).train.epochs for n in (1259, 2800, 5600)}
+    assert epochs == {1259: 200, 2800: 90, 5600: 45}  # 252k images each
+    params.apply(raw, "data.image_size", 32)
+    big = params.validate(raw, "t", n_train=2800)
+    assert (big.train.kimg, big.train.epochs) == (r.kimg_for(32), round(r.kimg_for(32) * 1000 / 2800))
+    params.apply(raw, "data.image_size", 25)  # resized to 28: the large length too
+    assert params.validate(raw, "t", n_train=2800).train.kimg == r.kimg_for(28) == LARGE_KIMG
+    params.apply(raw, "train.epochs", 7)  # the user's epochs win, and the run is not said to show kimg
+    assert (params.validate(raw, "t", n_train=2800).train.epochs, params.validate(raw, "t", n_train=2800).train.kimg) == (7, None)
+    params.apply(raw, "train.epochs", None)
+    params.apply(raw, "train.kimg", 28)  # ... or their kimg
+    assert params.validate(raw, "t", n_train=2800).train.epochs == 10
+    assert params.load(ws, ["data.name=ring8"]).train.kimg is None  # points count epochs
 
 
 def test_the_resolved_recipe_is_part_of_the_run_identity(ws):

@@ -12,8 +12,8 @@ from gan_core.augment import AugmentConfig
 from gan_core.checkpoint import restore
 from gan_core.config import LossConfig, ModelConfig, OptimConfig
 from gan_core.recipes import resolve
-from gan_core.training import (Hooks, Progress, RunSpec, build, estimate_line, fit, format_duration, epoch_batches,
-                               prepare_data, progress_line, resolve_speed)
+from gan_core.training import (FIT_AFTER, SCHEDULE, SCORE, Hooks, Progress, RunSpec, build, estimate_line, fit, format_duration, epoch_batches,
+                               prepare_data, progress_line, recorded_schedule, resolve_speed)
 
 
 def _spec(**kw) -> RunSpec:
@@ -30,7 +30,7 @@ def _data(n: int = 64, side: int = 8) -> torch.Tensor:
 
 class Recorder(Hooks):
     def __init__(self, probe_cost: float = 0.0):
-        self.probes, self.states, self.reports, self.progress_seen = [], [], [], []
+        self.probes, self.states, self.reports, self.progress_seen, self.saved = [], [], [], [], {}
         self.probe_cost = probe_cost
 
     def probe(self, G, done):
@@ -45,6 +45,7 @@ class Recorder(Hooks):
         self.reports.append(done)
         if state is not None:
             self.states.append(done)
+            self.saved[done] = {**state, "history": list(state["history"])}  # as saved then
 
 
 def _run(spec: RunSpec, hooks: Hooks, x: torch.Tensor, start: int = 0, history=None, parts=None):
@@ -174,3 +175,72 @@ def test_the_eta_follows_the_recent_epochs_not_the_first(one_thread):
     (_, _, eta1), (_, _, eta2) = h.progress_seen[:2]
     assert eta1 >= 3 * 1.0  # after the first epoch only its own time is known: 3 more like it
     assert eta2 < 0.5 * 2   # after the second, the first's second of waiting no longer counts
+
+
+class Timed(Recorder):
+    """Epochs that take `epoch_s` of wall time each (a slow machine), and a scripted probe score."""
+
+    def __init__(self, epoch_s: float = 0.0, scores: dict[int, float] | None = None):
+        super().__init__()
+        self.epoch_s, self.scores, self.lines = epoch_s, scores or {}, []
+
+    def reduce(self, metrics):
+        time.sleep(self.epoch_s)
+        return metrics
+
+    def probe(self, G, done):
+        self.probes.append(done)
+        return {SCORE: self.scores.get(done, 1.0)}
+
+    def progress(self, p: Progress):
+        super().progress(p)
+        self.lines.append((p.done, p.total, p.fitted, p.stopped))
+
+
+def test_a_time_budget_fits_the_whole_schedule_with_its_decay_and_a_resume_keeps_it(one_thread):
+    x = _data()
+    spec = _spec(epochs=40, checkpoint_every=2, probe_every=0, time_budget_s=3.0)
+    h = Timed(epoch_s=0.2)
+    started = time.perf_counter()
+    _, out = _run(spec, h, x)
+    took = time.perf_counter() - started
+    n = out.schedule_epochs
+    assert n is not None and FIT_AFTER < n < 40 and len(out.history) == n  # shrunk, and trained to its end
+    assert took < 3.0 * 1.25                                                # within the budget (+ tolerance)
+    assert [line[1] for line in h.lines][FIT_AFTER - 1:] == [n] * (n - FIT_AFTER + 1)
+    assert [line[2] for line in h.lines].count(True) == 1                    # said once
+    lrs = [m["lr_g"] for m in out.history]
+    assert lrs[-1] < 0.5 * lrs[0]                                           # the decay ran inside the budget
+    assert all(m[SCHEDULE] == n for m in out.history[FIT_AFTER - 1:])       # recorded with every later epoch
+    # A resume (another machine: a budget that would fit far more epochs) keeps the schedule it was fitted to.
+    mid = next(s for s in h.states if FIT_AFTER < s < n)
+    parts = build(spec, tuple(x.shape[1:]))
+    start, history = restore(h.saved[mid], parts.G, parts.D, parts.opt_g, parts.opt_d, parts.ema)
+    assert start == mid and recorded_schedule(history) == n
+    _, resumed = _run(dataclasses.replace(spec, time_budget_s=1000.0), Timed(), x, start, history, parts)
+    assert resumed.schedule_epochs == n and len(resumed.history) == n
+
+
+def test_a_budget_never_lengthens_the_recipe_and_a_tiny_one_still_ends(one_thread):
+    h = Timed()
+    _, out = _run(_spec(epochs=4, probe_every=0, time_budget_s=3600.0), h, _data())
+    assert out.schedule_epochs == 4 and len(out.history) == 4
+    _, out = _run(_spec(epochs=30, probe_every=0, time_budget_s=0.01), Timed(epoch_s=0.05), _data())
+    assert out.schedule_epochs == FIT_AFTER + 1 and len(out.history) == FIT_AFTER + 1
+
+
+def test_the_stop_rule_waits_for_the_decay_and_a_flat_stretch(one_thread):
+    # Improving to epoch 6, flat after: with the decay from epoch 10 of 20 and a 20% stretch (4 epochs),
+    # the run stops at 14, not before the decay and not while the probe still improves.
+    scores = {d: 10.0 / d if d <= 6 else 10.0 / 6 * 0.99 for d in range(1, 21)}
+    h = Timed(scores=scores)
+    _, out = _run(_spec(epochs=20, probe_every=1, probe_budget=1.0, checkpoint_every=5, stop_patience=0.2), h, _data())
+    assert out.stopped_at == 14 and len(out.history) == 14
+    assert h.states[-1] == 14 and h.lines[-1][3]           # a checkpoint where it stopped, and said so
+    # Still improving by more than the noise: it never stops early.
+    h = Timed(scores={d: 0.9 ** d for d in range(1, 21)})
+    _, out = _run(_spec(epochs=20, probe_every=1, probe_budget=1.0, stop_patience=0.2), h, _data())
+    assert out.stopped_at is None and len(out.history) == 20
+    # Off by default.
+    _, out = _run(_spec(epochs=20, probe_every=1, probe_budget=1.0), Timed(scores=scores), _data())
+    assert out.stopped_at is None

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flows.conventions import STATE_FILE, checkpoint_dir_name, completed_from_checkpoint_dir
+from flows.conventions import SELECTION, STATE_FILE, checkpoint_dir_name, completed_from_checkpoint_dir
 from flows.env import RunPaths
 from flows.errors import UserError
 from flows.params import Params, flatten
@@ -134,7 +134,7 @@ def extendable_run(params: Params, data_version: str, paths: RunPaths) -> dict:
     """The finished run (not a trial) of this data whose hyper-parameters equal `params` but for fewer
     train.epochs, the longest such; a UserError saying what there is when none fits."""
     def key(params_key: dict) -> dict:
-        return {k: v for k, v in flatten(params_key).items() if k != "train.epochs"}
+        return {k: v for k, v in flatten(params_key).items() if k not in ("train.epochs", "train.kimg")}
 
     want, epochs = key(params.training_key()), params.train.epochs
     best, best_done, finished = None, -1, []
@@ -161,6 +161,30 @@ def last_state(paths: RunPaths, name: str) -> dict:
         raise UserError(f"run {name} has no checkpoint to continue from")
     path = paths.ray_results / name / checkpoint_dir_name(done - 1) / STATE_FILE
     return torch.load(path, weights_only=True, map_location="cpu")
+
+
+def best_kept_state(paths: RunPaths, name: str) -> tuple[dict, int, float | None]:
+    """(training state, epochs completed, probe score) of run `name`'s best kept checkpoint by the validation
+    probe (SELECTION, lower is better), else its latest; a UserError when it kept none."""
+    import math
+
+    import torch
+
+    snapshot = paths.ray_results / name / "checkpoint_manager_snapshot.json"
+    kept = json.loads(snapshot.read_text()).get("checkpoint_results", []) if snapshot.exists() else []
+    if not kept:
+        raise UserError(f"run {name} has no kept checkpoint to register (it stopped before its first); "
+                        "`ganflow pipeline` with the same settings resumes it")
+
+    def score(r: dict) -> float:  # Ray's snapshot (pydantic JSON) writes an inf score, before the first probe, as null
+        s = r["metrics"].get(SELECTION)
+        return math.inf if s is None else float(s)
+
+    scored = [r for r in kept if math.isfinite(score(r))]
+    best = min(scored, key=score) if scored else max(kept, key=lambda r: r["checkpoint_dir_name"])
+    folder = paths.ray_results / name / best["checkpoint_dir_name"]
+    state = torch.load(folder / STATE_FILE, weights_only=True, map_location="cpu")
+    return state, completed_from_checkpoint_dir(folder.name), score(best) if scored else None
 
 
 def _read_identity(paths: RunPaths, name: str) -> dict | None:

@@ -20,7 +20,7 @@ from flows.run.worker import WorkerJob, train_loop
 from flows.servers import redact_text
 from gan_core.config import ModelConfig
 from gan_core.recipes import describe
-from gan_core.training import RunSpec, resolve_r1_every, resolve_speed
+from gan_core.training import FIT_AFTER, RunSpec, recorded_schedule, resolve_r1_every, resolve_speed
 
 
 def fit(params: Params, paths: RunPaths, identity: RunIdentity, callbacks: list | None = None,
@@ -80,7 +80,9 @@ def _worker_config(params: Params, paths: RunPaths, identity: RunIdentity, use_g
         ", compiled" if spec.compile else "") + (f", R1 every {spec.r1_every} D steps" if spec.r1_every > 1 else "")
     print(f"Training {identity.name} (recipe {params.recipe}): {spec.loss.name} loss, {describe(spec.optim)}, "
           f"{spec.model.arch} G/D{aug}, {workers} {'GPU' if use_gpu else 'CPU'} workers{fast}, "
-          f"{spec.epochs} epochs")
+          f"{spec.epochs} epochs" + (f" ({t.kimg:g}k images shown)" if t.kimg else "")
+          + (f", schedule fitted to {t.time_budget:g} min after epoch {FIT_AFTER}" if spec.time_budget_s else "")
+          + (f", stopping when the probe stalls for {t.stop_patience:.0%} of the decay" if t.stop_patience else ""))
     job = WorkerJob(
         # Through the object store: works on a multi-node cluster too.
         data_ref=ray.put(x.numpy()),
@@ -108,10 +110,12 @@ def run_spec(params: Params, model_cfg: ModelConfig, identity: RunIdentity, devi
     return RunSpec(
         model=model_cfg, loss=params.loss, optim=params.resolved_optim, augment=params.augment,
         epochs=t.epochs, batch_size=t.batch_size, seed=t.seed, ema_decay=t.ema_decay, repeat=t.repeat,
-        mirror=params.data.mirror, horizon=identity.schedule_epochs or t.epochs, stop_epoch=stop_epoch,
+        mirror=params.data.mirror, stop_epoch=stop_epoch,
+        horizon=identity.schedule_epochs if identity.continued_from else None,  # a --continue keeps its parent's
         checkpoint_every=t.checkpoint_every, probe_every=params.eval.every, probe_budget=params.eval.probe_budget,
         precision=identity.speed["precision"], channels_last=identity.speed["channels_last"], compile=t.compile,
-        r1_every=resolve_r1_every(t.r1_every, data_shape))
+        r1_every=resolve_r1_every(t.r1_every, data_shape),
+        time_budget_s=t.time_budget * 60 if t.time_budget else None, stop_patience=t.stop_patience)
 
 
 def _trainer(params: Params, paths: RunPaths, identity: RunIdentity, config: dict, use_gpu: bool, workers: int,
@@ -154,6 +158,9 @@ def _outcome_state(result, identity: RunIdentity, paths: RunPaths) -> dict:
     if result.checkpoint is None:
         settle(identity, paths, "failed")
         raise TrainingFailed(f"training run {identity.name} produced no checkpoint")
-    settle(identity, paths, "finished")
     with result.checkpoint.as_directory() as d:
-        return torch.load(Path(d) / STATE_FILE, weights_only=True, map_location="cpu")
+        state = torch.load(Path(d) / STATE_FILE, weights_only=True, map_location="cpu")
+    # The schedule a time budget fitted is the run's: a --continue of it keeps that horizon.
+    identity.schedule_epochs = recorded_schedule(state["history"]) or identity.schedule_epochs
+    settle(identity, paths, "finished")
+    return state

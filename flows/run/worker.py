@@ -24,8 +24,8 @@ from gan_core.checkpoint import restore
 from gan_core.images import image_grid
 from gan_core.recipes import describe
 from gan_core.sampling import SampleRequest, draw
-from gan_core.training import (Hooks, Parts, Progress, RunSpec, build, epoch_batches, estimate_line, fit, prepare_data,
-                               progress_line)
+from gan_core.training import (PROBE_NOISE, SCORE, Hooks, Parts, Progress, RunSpec, build, epoch_batches, estimate_line, fit,
+                               format_duration, prepare_data, progress_line)
 
 GRID_SAMPLES = 64  # the sample grid logged to MLflow at each checkpoint
 
@@ -122,7 +122,7 @@ class _WorkerHooks(Hooks):
             return None
         probe, _ = self.evaluator.measure(G, self.job.probe_samples, self.job.probe_seed, full=False)
         self.score = probe[self.evaluator.select]
-        return {f"{PROBE_PREFIX}{k}": v for k, v in probe.items()}
+        return {**{f"{PROBE_PREFIX}{k}": v for k, v in probe.items()}, SCORE: self.score}  # SCORE: the stop rule's
 
     def progress(self, p: Progress) -> None:
         if self.rank != 0:
@@ -133,8 +133,16 @@ class _WorkerHooks(Hooks):
         print(f"[ganflow] {progress_line(p, bar=self.job.terminal)} "
               + " ".join(f"{k}={v:.{3 if 'acc' in k else 4}f}" for k, v in shown.items())
               + f" ({p.epoch_s:.1f}s)" + ("" if p.finite else "  NaN/Inf: stopping"), flush=True)
-        if p.first and p.end > p.done:
+        if p.fitted:
+            budget = format_duration(self.spec.time_budget_s or 0)
+            print(f"[ganflow] time budget {budget}: the schedule (lr decay included) now spans {p.total} epochs "
+                  f"at {p.epoch_s:.1f}s an epoch here, ending in about {format_duration(p.eta_s)}", flush=True)
+        elif p.first and p.end > p.done:
             print(f"[ganflow] {estimate_line(p)}", flush=True)
+        if p.stopped:
+            print(f"[ganflow] stopping after epoch {p.done} of {p.total}: for {self.spec.stop_patience:.0%} of the "
+                  f"schedule into the lr decay the probe has not improved beyond its draw noise ({PROBE_NOISE:.0%})",
+                  flush=True)
 
     def end_epoch(self, metrics: dict[str, float], done: int, state: dict | None) -> None:
         if self.evaluator is not None:

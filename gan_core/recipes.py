@@ -107,14 +107,15 @@ _ADAPTIVE = {"augment.policy": "adaptive"}
 # seed tried (section 7). Width 64, more R1, batch 64 and an earlier decay did not carry across seeds.
 _DIGITS_NS = {**_IMAGE_MODEL, "loss.r1_gamma": 0.01, "optim.optimizer": "adam", "optim.lr_g": 3e-4,
               "optim.lr_d": 3e-4, "optim.betas": [0.0, 0.99], "optim.n_critic": 1, "optim.lr_decay_start": 0.5,
-              "train.batch_size": 32, "train.kimg": 252, "train.repeat": 1, "train.ema_decay": 0.999}
+              "train.batch_size": 32, "train.kimg": 249.6, "train.repeat": 1, "train.ema_decay": 0.999}
 # The hinge loss's own: spectral norm on every D layer (SNGAN's pairing; SN bounds D, so no R1), otherwise
 # the NS recipe's Adam, schedule, batch and EMA. Through the pipeline on digits, seeds 0-4, it scored as the
 # NS recipe does (5-draw means 1.75 against 1.78), ~17% faster without R1's double backward; the hinge
 # paper optimiser on the plain DCGAN pair (what hinge got before) did worse (bench/RESULTS.md section 7).
 _DIGITS_HINGE = {**_DIGITS_NS, "model.spectral_norm": True, "loss.r1_gamma": 0.0}
 # What both image recipes share, as `ganflow recipes` says it (the values are _DIGITS_NS's).
-_IMAGE_TRAINING = ("Adam 3e-4 (0, 0.99) both nets, 252k images shown at 8-16 px (200 epochs of digits' 1,259), "
+_IMAGE_TRAINING = ("Adam 3e-4 (0, 0.99) both nets, 249.6k images shown below 28 px (200 epochs of digits' 39 "
+                   "batches of 32), "
                    f"{LARGE_KIMG:g}k from {LARGE_SIDE} px, at most {MAX_PASSES:,} passes over a small set; lr decay "
                    "after 50%, EMA 0.999")
 # PacGAN's 400-unit MLP with NS + R1, fast TTUR Adam, big batch, EMA and lr decay (bench/RESULTS.md
@@ -126,7 +127,7 @@ _POINTS_NS = {**_POINT_MODEL, "loss.r1_gamma": 0.1, "optim.optimizer": "adam", "
               "optim.lr_d": 2e-3, "optim.betas": [0.5, 0.9], "optim.n_critic": 1, "optim.lr_decay_start": 0.5,
               "train.batch_size": 512, "train.epochs": 450, "train.repeat": 1, "train.ema_decay": 0.999}
 # Any other loss: the kind's model and budget, the loss's own paper optimiser, no tuned extras.
-_IMAGES_PAPER = {**_IMAGE_MODEL, "train.batch_size": 32, "train.kimg": 252, "train.repeat": 1,
+_IMAGES_PAPER = {**_IMAGE_MODEL, "train.batch_size": 32, "train.kimg": 249.6, "train.repeat": 1,
                  "train.ema_decay": 0.999}
 _POINTS_PAPER = {**_POINT_MODEL, "train.batch_size": 512, "train.epochs": 450, "train.repeat": 1,
                  "train.ema_decay": 0.999}
@@ -196,10 +197,10 @@ def choose(kind: DataKind, n_train: int | None, loss: str) -> Recipe:
     return min(pool, key=lambda r: r.max_train if r.max_train is not None else float("inf"))
 
 
-def epochs_for(kimg: float, n_train: int | None, repeat: int) -> int:
-    """Epochs that show `kimg` thousand images of an `n_train`-item set passed `repeat` times an epoch (an
-    unknown size: EPOCH_IMAGES an epoch), held to MAX_PASSES passes over the set."""
-    per_epoch = (n_train or EPOCH_IMAGES) * repeat
+def epochs_for(kimg: float, n_train: int | None, repeat: int, batch_size: int) -> int:
+    """Epochs that show `kimg` thousand images of an `n_train`-item set passed `repeat` times an epoch in whole
+    batches (an unknown size: EPOCH_IMAGES an epoch), held to MAX_PASSES passes over the set."""
+    per_epoch = max(batch_size, (n_train * repeat) // batch_size * batch_size) if n_train else EPOCH_IMAGES
     return max(1, min(round(kimg * 1000 / per_epoch), MAX_PASSES // repeat))
 
 
@@ -221,7 +222,7 @@ def fill(explicit: Mapping[str, Any], recipe: Recipe, loss: str, n_train: int | 
         out.setdefault(f"optim.{f}", list(v) if isinstance(v := getattr(paper, f), tuple) else v)
     out.update({k: v for k, v in explicit.items() if v is not None})
     if explicit.get("train.epochs") is None and out.get("train.kimg") is not None:
-        out["train.epochs"] = epochs_for(out["train.kimg"], n_train, out["train.repeat"])
+        out["train.epochs"] = epochs_for(out["train.kimg"], n_train, out["train.repeat"], out["train.batch_size"])
     elif explicit.get("train.kimg") is None:
         out["train.kimg"] = None  # the user counts in epochs (set both, as resolved params are: epochs win)
     return out

@@ -130,7 +130,7 @@ def test_default_digits_run_gets_the_measured_image_recipe(ws):
     assert p.recipe == r.name
     assert (p.model.arch, p.model.width, p.loss.r1_gamma) == ("dcgan", r.values["model.width"], 0.01)
     assert (p.optim.lr_g, p.optim.lr_d, tuple(p.optim.betas)) == (3e-4, 3e-4, (0.0, 0.99))
-    assert (p.train.kimg, p.train.epochs, p.augment.policy) == (r.values["train.kimg"], 200, "off")  # 252k of 1,259
+    assert (p.train.kimg, p.train.epochs, p.augment.policy) == (r.values["train.kimg"], 200, "off")  # 249.6k: 200 epochs of 39 batches of 32
     assert p.resolved_optim.lr_decay_start == 0.5
 
 
@@ -184,7 +184,7 @@ def test_a_small_image_set_repeats_within_an_epoch_to_the_recipes_steps(ws):
     # epochs, not ~1,800); 90 (a 150-image folder's) at most 5, lest G memorise them; size unknown: once.
     sizes = (1259, 2000, 1000, 300, 90, 10, None)
     assert [params.validate(raw, "t", n_train=n).train.repeat for n in sizes] == [1, 1, 1, 4, 5, 5, 1]
-    assert params.validate(raw, "t", n_train=90).train.epochs == 200  # 1,000 passes at most, not 252k images
+    assert params.validate(raw, "t", n_train=90).train.epochs == 200  # 1,000 passes at most, not 249.6k images
     params.apply(raw, "data.mirror", True)  # the mirrored set is twice as large
     assert params.validate(raw, "t", n_train=400).train.repeat == 2  # 800 images; unmirrored: 3
     params.apply(raw, "train.repeat", 1)  # the user's value wins
@@ -200,7 +200,7 @@ def test_a_run_is_as_long_as_its_images_shown_not_its_passes(ws):
     raw = params.read_raw(ws / "params.yaml")
     r = RECIPES["images-ns-r1"]
     epochs = {n: params.validate(raw, "t", n_train=n).train.epochs for n in (1259, 2800, 5600)}
-    assert epochs == {1259: 200, 2800: 90, 5600: 45}  # 252k images each
+    assert epochs == {1259: 200, 2800: 90, 5600: 45}  # 249.6k images each (whole batches)
     params.apply(raw, "data.image_size", 32)
     big = params.validate(raw, "t", n_train=2800)
     assert (big.train.kimg, big.train.epochs) == (r.kimg_for(32), round(r.kimg_for(32) * 1000 / 2800))

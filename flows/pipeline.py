@@ -27,6 +27,7 @@ from flows.run.identity import (RunIdentity, TrainOutcome, best_kept_state, chec
                                  last_state, resolve_model, run_identity, settle)
 from flows.run.tune import run_search
 from gan_core.checkpoint import generator_from_state
+from gan_core.training import recorded_schedule
 from gan_core.recipes import RECIPES, describe
 
 quiet_expected_tracebacks()  # after Prefect set up its logging (at import)
@@ -76,12 +77,12 @@ def train_task(paths: RunPaths, params: Params, identity: RunIdentity, seed: ver
 
 
 @task(name="finish", cache_policy=NO_CACHE)
-def finish_task(paths: RunPaths, params: Params, identity: RunIdentity) -> TrainOutcome:
+def finish_task(paths: RunPaths, params: Params, identity: RunIdentity, kept: tuple) -> TrainOutcome:
     """`--finish`: the stopped run trains no further; its best kept checkpoint goes on to evaluation."""
-    state, done, score = best_kept_state(paths, identity.name)
+    state, done, score = kept
     print(f"Finishing run {identity.name} where it was stopped: its best kept checkpoint is after epoch {done}"
           + (f" (probe score {score:.4g})" if score is not None else " (no probe: the latest)")
-          + f" of {params.train.epochs}")
+          + f" of {recorded_schedule(state['history']) or params.train.epochs}")
     settle(identity, paths, "finished")  # ended by its user: no longer an interrupted run to resume
     return TrainOutcome(identity, state, state["history"], done, 0.0)
 
@@ -301,10 +302,11 @@ def _run(paths: RunPaths, new_run: bool, search: bool, extend: bool, init_from: 
                 promotion = _settle_crashed(paths, params, timed)
                 retained = timed("retention", retention_task, paths, params)
                 return _unchanged(paths, params, identity, data_version, *cached, timings, retained, promotion)
+            kept = best_kept_state(paths, identity.name) if finish else None  # before an MLflow run: nothing to end
             tracking.start_run(params, paths, identity, data_version, extra_tags={**_lineage(identity, seed), **tags})
         try:
             if finish:
-                outcome = timed("train", finish_task, paths, params, identity)
+                outcome = timed("train", finish_task, paths, params, identity, kept)
             elif not search:
                 outcome = timed("train", train_task, paths, params, identity, seed)
             ray_runtime.shutdown(wait=False)  # Ray's part is done: its ~2 s stop overlaps evaluation

@@ -104,6 +104,17 @@ def test_unknown_loss_by_set_leaves_the_file_alone(workspace):
     assert (workspace / "params.yaml").read_text() == before
 
 
+# --- ganflow pipeline: its starting point -----------------------------------------------------------
+
+def test_finish_with_new_run_is_one_clear_error(workspace):
+    # Refused before anything starts (no lock, no server, no run folder): each flag picks the starting point.
+    proc = ganflow(workspace, "pipeline", "--finish", "--new-run", timeout=300)
+    assert_clean_failure(proc, "--new-run (from scratch)", "--finish (end a stopped run)", "pass one of them")
+    assert proc.stderr.count("\n") == 1 and proc.stdout == "", proc.stdout + proc.stderr  # one line, nothing else
+    assert not (workspace / ".ganflow" / "ray_results").exists()
+    assert not (workspace / ".ganflow" / "mlflow.db").exists()
+
+
 # --- ganflow sample --model -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("uri, needle", [

@@ -3,6 +3,7 @@ servers. Real Ray/Prefect/MLflow/DVC through the CLI, on ring8 (fast epochs)."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import signal
 import subprocess
@@ -27,10 +28,10 @@ RING = ["--set", "data.name=ring8", "--set", "data.points=4000", "--set", f"trai
         "--set", "train.cpus_per_worker=1", "--set", "eval.num_samples=500"]
 
 
-def _latest_checkpoint(ws: Path) -> int:
-    """The newest epoch Ray has recorded as persisted, over all runs (-1: none yet)."""
+def _latest_checkpoint(ws: Path, run: str = "*") -> int:
+    """The newest epoch Ray has recorded as persisted, over all runs or run `run`'s (-1: none yet)."""
     best = -1
-    for snap in (ws / ".ganflow" / "ray_results").glob("*/checkpoint_manager_snapshot.json"):
+    for snap in (ws / ".ganflow" / "ray_results").glob(f"{run}/checkpoint_manager_snapshot.json"):
         try:
             latest = json.loads(snap.read_text()).get("latest_checkpoint_result")
         except (json.JSONDecodeError, OSError):
@@ -46,10 +47,10 @@ def _start(ws: Path, *args: str) -> subprocess.Popen:
                             text=True, start_new_session=True)
 
 
-def _wait_for_checkpoint(ws: Path, proc: subprocess.Popen, epoch: int, timeout: float = 300) -> int:
+def _wait_for_checkpoint(ws: Path, proc: subprocess.Popen, epoch: int, timeout: float = 300, run: str = "*") -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        got = _latest_checkpoint(ws)
+        got = _latest_checkpoint(ws, run)
         if got >= epoch:
             return got
         assert proc.poll() is None, proc.stdout.read()[-3000:]
@@ -171,8 +172,9 @@ def test_a_killed_driver_resumes_on_rerun_and_changed_hyperparameters_are_refuse
     assert f"resuming from checkpoint at epoch {mark + 1}/{EPOCHS}" in out
     assert "Registered ganflow-ring8 version 1" in out
     assert len(re.findall(r"\[ganflow\] epoch (\d+)/", resumed.stdout + resumed.stderr)) == EPOCHS - mark - 1
+    resumed_run = json.loads((workspace / ".ganflow" / "last_pipeline.json").read_text())["ray_run"]
 
-    # Once nothing is left unfinished, other settings are simply a new run: it trains...
+    # Once nothing is left unfinished, other settings are simply a new run: it trains, and keeps a checkpoint...
     proc = _start(workspace, "pipeline", *RING, "--set", "optim.lr_g=0.0005")
     out = []
     for line in proc.stdout:
@@ -180,6 +182,11 @@ def test_a_killed_driver_resumes_on_rerun_and_changed_hyperparameters_are_refuse
         if "[ganflow] epoch " in line:
             break
     assert proc.poll() is None, "".join(out)[-4000:]
+    run = re.search(r"Training (ring8-[0-9a-f]+) \(recipe", "".join(out))
+    assert run and run[1] != resumed_run, "".join(out)[-4000:]
+    run = run[1]
+    _wait_for_checkpoint(workspace, proc, 2 * EVERY - 1, run=run)  # two to choose from for --finish below
+    assert proc.poll() is None, "it must be killed while it trains"
     # ...and when it is killed (SIGKILL: it cleans up nothing; on SIGTERM it stops its servers itself), its
     # watchdog ends, within seconds, everything it started: its process tree, what it recorded and what
     # names its Ray session folder; by id, never by name.
@@ -196,6 +203,27 @@ def test_a_killed_driver_resumes_on_rerun_and_changed_hyperparameters_are_refuse
     alive = _alive(alive)
     assert not alive, [_cmdline(p)[:3] for p in alive]
     assert all(b.poll() is None for b in others)
+
+    # `--finish`: that stopped run trains no further; its best kept checkpoint by the validation probe (the
+    # latest where no kept one has a finite probe score) is evaluated and registered, and the run is finished.
+    folder = workspace / ".ganflow" / "ray_results" / run
+    kept = {int(r["checkpoint_dir_name"].split("_")[1]) + 1: r["metrics"].get("score")  # epochs done -> score
+            for r in json.loads((folder / "checkpoint_manager_snapshot.json").read_text())["checkpoint_results"]}
+    scores = {done: s for done, s in kept.items() if s is not None and math.isfinite(s)}  # Ray writes inf as null
+    best = min(scores.values()) if scores else None
+    expected = {done for done, s in scores.items() if s == best} if scores else {max(kept)}
+    assert len(kept) >= 2, kept
+    finished = ganflow(workspace, "pipeline", *RING, "--set", "optim.lr_g=0.0005", "--finish")
+    out = finished.stdout + finished.stderr
+    assert finished.returncode == 0, out[-4000:]
+    line = re.search(rf"Finishing run {run} where it was stopped: its best kept checkpoint is after epoch (\d+) "
+                     rf"(\(.*?\)) of {EPOCHS}", out)
+    assert line and int(line[1]) in kept and int(line[1]) in expected, (kept, out[-4000:])
+    assert line[2] == (f"(probe score {best:.4g})" if scores else "(no probe: the latest)"), line[0]
+    assert "Registered ganflow-ring8 version 2:" in out, out[-4000:]
+    assert "[ganflow] epoch" not in out, out[-4000:]  # it trained no further
+    assert json.loads((workspace / ".ganflow" / "last_pipeline.json").read_text())["ray_run"] == run
+    assert json.loads((folder / "ganflow_run.json").read_text())["status"] == "finished"
 
 
 def _recorded(ws: Path) -> list[psutil.Process]:

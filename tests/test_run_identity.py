@@ -7,11 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from flows import params as params_mod
+from flows.conventions import STATE_FILE, checkpoint_dir_name
 from flows.env import RunPaths
 from flows.errors import UserError
-from flows.run.identity import RunIdentity, record_identity, run_identity
+from flows.run.identity import RunIdentity, best_kept_state, record_identity, run_identity
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,3 +102,56 @@ def test_continue_extends_only_a_finished_run_with_fewer_epochs(setup):
         run_identity(_params(ws, "train.epochs=5"), "v1", paths, guard_interrupted=True, extend=True)
     more = run_identity(_params(ws, "train.epochs=8"), "v1", paths, guard_interrupted=True, extend=True)
     assert more.continued_from == done.name and more.name != done.name
+
+
+MISSING = object()  # a report without the selection metric (eval.every: 0)
+
+
+def _kept(paths: RunPaths, name: str, scores: dict[int, object]) -> None:
+    """Run `name`'s kept checkpoints as Ray leaves them: epoch_NNNNN/state.pt for each epoch index, and the
+    snapshot listing them in `scores`' order with the score each was reported with. Ray writes the snapshot
+    with pydantic, which writes an inf or NaN score as null."""
+    run = paths.ray_results / name
+    results = []
+    for index, score in scores.items():
+        folder = run / checkpoint_dir_name(index)
+        folder.mkdir(parents=True)
+        torch.save({"epoch": index, "history": [{"epoch": i} for i in range(index + 1)]}, folder / STATE_FILE)
+        metrics = {"epoch": index, **({} if score is MISSING else {"score": score})}
+        results.append({"version": 0, "checkpoint_dir_name": folder.name, "metrics": metrics})
+    latest = max(results, key=lambda r: r["metrics"]["epoch"]) if results else None
+    (run / "checkpoint_manager_snapshot.json").write_text(
+        json.dumps({"checkpoint_results": results, "latest_checkpoint_result": latest}))
+
+
+def test_finish_takes_the_kept_checkpoint_with_the_lowest_probe_score(setup):
+    _, paths = setup
+    # Before the first probe, and once diverged, a report's score is +inf: null in Ray's snapshot.
+    _kept(paths, "ring8-a", {9: 0.5, 3: 0.25, 11: None, 5: 0.75, 7: float("inf")})
+    state, done, score = best_kept_state(paths, "ring8-a")
+    assert (state["epoch"], done, score) == (3, 4, 0.25)
+    assert [h["epoch"] for h in state["history"]] == [0, 1, 2, 3]  # that checkpoint's own state
+
+
+@pytest.mark.parametrize("scores", [
+    {11: None, 3: None, 9: None},                     # killed before its first probe (inf: null)
+    {11: MISSING, 3: MISSING, 9: MISSING},            # no probe at all (eval.every: 0)
+    {9: float("inf"), 11: float("nan"), 3: MISSING},  # a hand-written snapshot's Infinity / NaN
+])
+def test_finish_without_a_finite_score_takes_the_latest_kept_checkpoint(setup, scores):
+    _, paths = setup
+    _kept(paths, "ring8-b", scores)
+    state, done, score = best_kept_state(paths, "ring8-b")
+    assert (state["epoch"], done, score) == (11, 12, None)
+
+
+def test_finish_without_a_kept_checkpoint_is_a_user_error(setup):
+    _, paths = setup
+    with pytest.raises(UserError, match="no run of these settings was started"):  # other --set values, say
+        best_kept_state(paths, "ring8-c")
+    (paths.ray_results / "ring8-c").mkdir(parents=True)  # killed before Ray wrote a snapshot
+    with pytest.raises(UserError, match="run ring8-c has no kept checkpoint"):
+        best_kept_state(paths, "ring8-c")
+    _kept(paths, "ring8-c", {})  # a snapshot that lists none
+    with pytest.raises(UserError, match="run ring8-c has no kept checkpoint"):
+        best_kept_state(paths, "ring8-c")

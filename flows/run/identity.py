@@ -170,6 +170,9 @@ def best_kept_state(paths: RunPaths, name: str) -> tuple[dict, int, float | None
 
     import torch
 
+    if not (paths.ray_results / name).is_dir():
+        raise UserError(f"--finish: no run of these settings was started on this data (run {name}); pass the --set "
+                        "values the stopped run was started with")
     snapshot = paths.ray_results / name / "checkpoint_manager_snapshot.json"
     kept = json.loads(snapshot.read_text()).get("checkpoint_results", []) if snapshot.exists() else []
     if not kept:

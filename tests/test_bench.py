@@ -91,3 +91,41 @@ def test_speed_bench_quick(capsys, one_thread):
     assert {"eager fp32", "lazy R1 (16)", "channels_last"} <= set(rows), out
     assert rows["eager fp32"][2] == "1.00"
     assert all(float(v[0]) > 0 for k, v in rows.items() if k in ("lazy R1 (16)", "channels_last"))
+
+
+def test_folders_photos32_writes_an_unlabelled_rgb_folder(tmp_path, capsys):
+    """bench/folders.py photos32: --count distinct RGB 32x32 PNGs at the folder's root, no class sub-folders."""
+    from PIL import Image
+
+    from bench import folders
+
+    out = tmp_path / "photos32"
+    assert folders.main(["photos32", str(out), "--count", "50"]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote 50 RGB 32x32 patches of 7 bundled photos to {out}"
+    files = sorted(out.iterdir())
+    assert len(files) == 50 and all(f.is_file() and f.suffix == ".png" for f in files)
+    pixels = set()
+    for f in files:
+        with Image.open(f) as im:
+            assert (im.format, im.mode, im.size) == ("PNG", "RGB", (32, 32))
+            pixels.add(im.tobytes())
+    assert len(pixels) == 50  # no patch written twice
+    with pytest.raises(SystemExit):  # a folder already written is not written into again
+        folders.main(["photos32", str(out), "--count", "5"])
+
+
+def test_folders_lfw_writes_its_100_faces_at_25_px(tmp_path, capsys):
+    from PIL import Image
+
+    from bench import folders
+
+    out = tmp_path / "lfw"
+    assert folders.main(["lfw", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote 100 grayscale 25x25 faces of scikit-image's LFW subset to {out}"
+    files = sorted(out.iterdir())
+    assert len(files) == 100 and all(f.is_file() and f.suffix == ".png" for f in files)
+    for f in files:
+        with Image.open(f) as im:
+            assert (im.format, im.mode, im.size) == ("PNG", "L", (25, 25))
+    with pytest.raises(SystemExit):  # a fixed set: no --count
+        folders.main(["lfw", str(tmp_path / "more"), "--count", "10"])

@@ -86,8 +86,9 @@ MAX_REPEAT = 5
 MAX_PASSES = 1000
 # From this image side the step is ~5x dearer than at 8 px and the run is at its best far sooner: 32 px
 # digits (issue 27, an outside judge) reached FD ratio 2.9 after ~42k images and 2.5 after ~70k, then
-# plateaued while 180k more were shown. LARGE_KIMG is the length measured to meet the bar at 32 px
-# (bench/RESULTS.md section 10).
+# plateaued while 180k more were shown. LARGE_KIMG is the length whose pipeline fits ~15 minutes on 2 CPU
+# cores at 32 px; it does NOT meet the image bar there (this judge: FD ratio ~5 at 64k, bench/RESULTS.md
+# section 11), and no length measured so far does.
 LARGE_SIDE = 28
 LARGE_KIMG = 64
 

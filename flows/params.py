@@ -410,6 +410,9 @@ def validate(raw: dict[str, Any], where: str, n_train: int | None = None) -> Par
     if kind == "points" and (params.augment.policy != "off" or params.data.mirror):
         raise UserError(f"invalid {where}: augment.policy and data.mirror are for images; {params.data.name} is "
                         "2-D points (set augment.policy: off, data.mirror: false)")
+    if kind == "points" and params.train.kimg is not None:
+        raise UserError(f"invalid {where}: train.kimg (images shown) is for images; {params.data.name} is 2-D "
+                        "points, counted in train.epochs")
     return params
 
 

@@ -212,6 +212,8 @@ def test_a_run_is_as_long_as_its_images_shown_not_its_passes(ws):
     params.apply(raw, "train.kimg", 28)  # ... or their kimg
     assert params.validate(raw, "t", n_train=2800).train.epochs == 10
     assert params.load(ws, ["data.name=ring8"]).train.kimg is None  # points count epochs
+    with pytest.raises(UserError, match="train.kimg .images shown. is for images"):
+        params.load(ws, ["data.name=ring8", "train.kimg=10"])
 
 
 def test_the_resolved_recipe_is_part_of_the_run_identity(ws):

@@ -28,16 +28,17 @@ if __package__ in (None, ""):
 from bench.common import footer, make_workspace, run_ganflow, table  # noqa: E402
 from flows.evaluate import meets_bar  # noqa: E402
 
-DATASETS = ("digits", "ring8", "grid25", "digits32")
+DATASETS = ("digits", "ring8", "grid25", "digits32", "photos32")
 # Folders written by bench/folders.py and imported with `ganflow prepare --source` before the pipeline runs:
-# name -> (writer, --image-size). digits32: issue 27's stand-in for 4,000 MNIST-like 28-32 px digits.
-FOLDERS = {"digits32": ("digits32", 32)}
+# name -> (writer, --image-size, --channels). digits32: issue 27's stand-in for 4,000 MNIST-like 28-32 px digits.
+FOLDERS = {"digits32": ("digits32", 32, 1), "photos32": ("photos", 32, 3)}  # photos32: unlabelled RGB patches
 EVAL_SEEDS = (1234, 1, 2, 3, 4)  # the first is the judge's frozen protocol
 GOALS = {  # issue 13's goals, in flows.evaluate.meets_bar's terms (shares of classes / modes)
     "digits": {"fd_ratio": 1.5, "class_coverage": 1.0},
     "ring8": {"modes": 1.0, "high_quality": 0.97, "reverse_kl": 0.05},
     "grid25": {"modes": 1.0, "high_quality": 0.95, "reverse_kl": 0.03},
     "digits32": {"fd_ratio": 2.0, "class_coverage": 1.0},  # issue 27: in <= 15 min of pipeline wall time
+    "photos32": {"fd_ratio": 2.0},  # the image recipe's bar, by the self-supervised judge
 }
 
 
@@ -55,10 +56,10 @@ def run(dataset: str, seed: int, root: Path, extra: list[str] = ()) -> dict:
     if dataset in FOLDERS:  # a user's folder: imported (and prepared under DVC) first, then the pipeline as is
         from bench import folders
 
-        writer, size = FOLDERS[dataset]
-        getattr(folders, writer)(root / f"{dataset}-source")
+        writer, size, channels = FOLDERS[dataset]
+        getattr(folders, writer)(root / f"{dataset}-source", size=size)
         run_ganflow(ws, "prepare", "--source", str(root / f"{dataset}-source"), "--name", dataset,
-                    "--image-size", str(size))
+                    "--image-size", str(size), "--channels", str(channels))
         wall = run_ganflow(ws, "pipeline", "--set", f"train.seed={seed}", *sets)
     else:
         wall = run_ganflow(ws, "pipeline", "--set", f"data.name={dataset}", "--set", f"train.seed={seed}", *sets)

@@ -83,7 +83,8 @@ def describe(r: dict) -> str:
     if "modes" in m:
         return f"modes {m['modes']:.0f}/{m['num_modes']:.0f}, HQ {100 * m['high_quality']:.1f}%, " \
                f"rev-KL {m['reverse_kl']:.3f} (HQ over {len(EVAL_SEEDS)} draws {100 * mean:.1f} ± {100 * sd:.1f}%)"
-    return f"classes {m['class_coverage']:.0f}/{m['num_classes']:.0f}, FD ratio {m['fd_ratio']:.2f} " \
+    classes = f"classes {m['class_coverage']:.0f}/{m['num_classes']:.0f}, " if "class_coverage" in m else ""  # unlabelled
+    return f"{classes}FD ratio {m['fd_ratio']:.2f} " \
            f"(FD {m['fd']:.2f} at {m['fd_ratio_samples']:.0f}; over {len(EVAL_SEEDS)} draws {mean:.2f} ± {sd:.2f})"
 
 

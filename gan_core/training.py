@@ -239,6 +239,7 @@ def fit(spec: RunSpec, parts: Parts, batches: Callable[[int], Iterable], hooks: 
     stop = _StopRule(spec, history)
     started, probe_s, train_s, out = time.perf_counter(), 0.0, 0.0, Outcome(history, schedule_epochs=fitted)
     walls: list[float] = []  # each epoch's wall time in this call, probes and checkpoints included
+    trained: list[float] = []  # each epoch's training time in this call (what a time budget sizes by)
     for epoch in range(start_epoch, end):
         if epoch >= end:  # a time budget shortened the run
             break
@@ -259,6 +260,7 @@ def fit(spec: RunSpec, parts: Parts, batches: Callable[[int], Iterable], hooks: 
         metrics["epoch_end_unix"] = time.time()  # wall clock incl. reports/checkpoints (bench/overhead.py)
         metrics["epoch"] = epoch
         train_s += metrics["epoch_time_s"]
+        trained.append(metrics["epoch_time_s"])
         if spec.augment.policy == "adaptive" and metrics.get("nonfinite", 0.0) == 0.0:
             # From rank-averaged values only, so every rank steps p identically (no extra collective).
             p = adjust_p(p, metrics["d_sign_real"], metrics["steps_d"] * per_worker * world, spec.augment)
@@ -270,8 +272,7 @@ def fit(spec: RunSpec, parts: Parts, batches: Callable[[int], Iterable], hooks: 
         if just_fitted:
             # Sized once, from this machine's speed; every rank takes the same (rank-averaged) answer.
             elapsed = time.perf_counter() - started
-            fitted = round(hooks.reduce({"n": float(fit_schedule(spec, done, elapsed, history_times(
-                history, start_epoch) + [metrics["epoch_time_s"]]))})["n"])
+            fitted = round(hooks.reduce({"n": float(fit_schedule(spec, done, elapsed, trained))})["n"])
             epochs, horizon, end = fitted, fitted, min(end, fitted)
             out.schedule_epochs = fitted
         if fitted is not None:
@@ -317,11 +318,6 @@ def recorded_schedule(history: list[dict]) -> int | None:
         if SCHEDULE in h:
             return int(h[SCHEDULE])
     return None
-
-
-def history_times(history: list[dict], start_epoch: int) -> list[float]:
-    """This call's epoch training times so far (the entries after `start_epoch`'s resume point)."""
-    return [float(h["epoch_time_s"]) for h in history[start_epoch:] if "epoch_time_s" in h]
 
 
 def _budget_applies(spec: RunSpec) -> bool:

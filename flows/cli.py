@@ -135,7 +135,7 @@ def recipes(workspace: Path = Workspace):
     """List the training recipes: what each sets, when `recipe: auto` picks it, what it was measured at and
     the command that measured it; and the one this workspace's params.yaml resolves to."""
     from flows import params as params_mod
-    from gan_core.recipes import LARGE_SIDE, MAX_PASSES, MAX_REPEAT, RECIPES
+    from gan_core.recipes import LARGE, LARGE_SIDE, MAX_PASSES, MAX_REPEAT, RECIPES
 
     for r in RECIPES.values():
         size = f", up to {r.max_train} training images" if r.max_train else ""
@@ -144,7 +144,7 @@ def recipes(workspace: Path = Workspace):
               f"\n  command: {r.command}\n  sets: " + ", ".join(f"{k}={v}" for k, v in r.values.items()))
         if r.values.get("train.kimg"):
             small, large = r.kimg_for(None), r.kimg_for(LARGE_SIDE)
-            print(f"  length: {small:g}k images shown below {LARGE_SIDE} px, {large:g}k from {LARGE_SIDE} px "
+            print(f"  length: {small:g}k images shown below {LARGE_SIDE} px, {large:g}k from {LARGE_SIDE} px (there width {LARGE['model.width']}) "
                   f"(~{round(small * 1000 / r.values['train.batch_size']):,} / "
                   f"~{round(large * 1000 / r.values['train.batch_size']):,} G steps), whatever the set's size; "
                   f"a set under ~{r.epoch_images:,} images repeats within each epoch (at most {MAX_REPEAT}x) and is "

@@ -8,7 +8,7 @@ import pytest
 
 from flows import params
 from flows.errors import UserError
-from gan_core.recipes import LARGE_KIMG, RECIPES, SMALL_IMAGES
+from gan_core.recipes import LARGE, RECIPES, SMALL_IMAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -196,16 +196,21 @@ def test_a_small_image_set_repeats_within_an_epoch_to_the_recipes_steps(ws):
 
 def test_a_run_is_as_long_as_its_images_shown_not_its_passes(ws):
     """Recipes count images shown (kimg): a larger folder gets fewer epochs, not more G steps; from 28 px the
-    shorter measured length; a size other than the models' counts as the size it is resized to."""
+    large recipe (a narrower model, its own length); a size other than the models' counts as the size it is resized to."""
     raw = params.read_raw(ws / "params.yaml")
     r = RECIPES["images-ns-r1"]
     epochs = {n: params.validate(raw, "t", n_train=n).train.epochs for n in (1259, 2800, 5600)}
     assert epochs == {1259: 200, 2800: 90, 5600: 45}  # 249.6k images each (whole batches)
+    assert params.validate(raw, "t", n_train=2800).model.width == 32  # below LARGE_SIDE: the digits model
     params.apply(raw, "data.image_size", 32)
     big = params.validate(raw, "t", n_train=2800)
-    assert (big.train.kimg, big.train.epochs) == (r.kimg_for(32), round(r.kimg_for(32) * 1000 / 2800))
-    params.apply(raw, "data.image_size", 25)  # resized to 28: the large length too
-    assert params.validate(raw, "t", n_train=2800).train.kimg == r.kimg_for(28) == LARGE_KIMG
+    assert (big.train.kimg, big.train.epochs) == (r.kimg_for(32), round(r.kimg_for(32) * 1000 / 2784))  # 87 batches
+    assert (big.train.kimg, big.model.width) == (LARGE["train.kimg"], LARGE["model.width"]) != (249.6, 32)
+    params.apply(raw, "data.image_size", 25)  # resized to 28: the large recipe too
+    assert params.validate(raw, "t", n_train=2800).train.kimg == r.kimg_for(28) == LARGE["train.kimg"]
+    params.apply(raw, "model.width", 24)  # the user's width wins at any size
+    assert params.validate(raw, "t", n_train=2800).model.width == 24
+    params.apply(raw, "model.width", None)
     params.apply(raw, "train.epochs", 7)  # the user's epochs win, and the run is not said to show kimg
     assert (params.validate(raw, "t", n_train=2800).train.epochs, params.validate(raw, "t", n_train=2800).train.kimg) == (7, None)
     params.apply(raw, "train.epochs", None)

@@ -144,7 +144,8 @@ def recipes(workspace: Path = Workspace):
               f"\n  command: {r.command}\n  sets: " + ", ".join(f"{k}={v}" for k, v in r.values.items()))
         if r.values.get("train.kimg"):
             small, large = r.kimg_for(None), r.kimg_for(LARGE_SIDE)
-            print(f"  length: {small:g}k images shown below {LARGE_SIDE} px, {large:g}k from {LARGE_SIDE} px (there width {LARGE['model.width']}) "
+            print(f"  length: {small:g}k images shown below {LARGE_SIDE} px, {large:g}k from {LARGE_SIDE} px "
+                  f"(there width {LARGE['model.width']}) "
                   f"(~{round(small * 1000 / r.values['train.batch_size']):,} / "
                   f"~{round(large * 1000 / r.values['train.batch_size']):,} G steps), whatever the set's size; "
                   f"a set under ~{r.epoch_images:,} images repeats within each epoch (at most {MAX_REPEAT}x) and is "

@@ -89,11 +89,11 @@ MAX_REPEAT = 5
 # got 2.2x the digits recipe's G steps. A small set is still held to MAX_PASSES passes (the memorisation
 # measurement above: 1,000 passes kept it at 0.12, under the bar's 0.2).
 MAX_PASSES = 1000
-# From this image side an image recipe trains a narrower DCGAN (width 16: G 128 -> 16 channels at 32 px, where
-# width 32's G is ~4x the D's cost) for a length counted to fit ~15 minutes of a 32 px pipeline on 2 CPU
-# cores. At 32 px on 4,000 digits (issue 27): width 32 reached FD ratio ~5 at 64k images (23 epochs) and 3.7
-# at 125k, at ~28 s an epoch; width 16 runs an epoch in ~11 s and reached 2.2-2.5 at 160k (57 epochs), the
-# lr decay doing most of it (bench/RESULTS.md section 11). Not yet the bar's 2.
+# From this image side an image recipe trains a narrower DCGAN (width 16: G 128 -> 16 channels at 32 px; width
+# 32's G costs ~4x its D) for a length that fits a 32 px pipeline into ~15 minutes on 2 CPU cores with a margin.
+# On 4,000 digits at 32 px (issue 27, bench/RESULTS.md section 11): width 32 ran ~28 s an epoch and reached
+# FD ratio ~5 at 64k images, 3.7 at 125k; width 16 runs ~11 s and, at 144k through the pipeline, 2.25 / 2.37
+# / 2.68 on train seeds 1-3 in 10-13 minutes. Close to the image bar's 2, not at it.
 LARGE_SIDE = 28
 LARGE = MappingProxyType({"model.width": 16, "train.kimg": 144})
 
@@ -120,10 +120,10 @@ _DIGITS_NS = {**_IMAGE_MODEL, "loss.r1_gamma": 0.01, "optim.optimizer": "adam", 
 # paper optimiser on the plain DCGAN pair (what hinge got before) did worse (bench/RESULTS.md section 7).
 _DIGITS_HINGE = {**_DIGITS_NS, "model.spectral_norm": True, "loss.r1_gamma": 0.0}
 # What both image recipes share, as `ganflow recipes` says it (the values are _DIGITS_NS's).
-_IMAGE_TRAINING = ("Adam 3e-4 (0, 0.99) both nets, 249.6k images shown below 28 px (200 epochs of digits' 39 "
-                   "batches of 32), "
-                   f"{LARGE['train.kimg']:g}k (width {LARGE['model.width']}) from {LARGE_SIDE} px, at most {MAX_PASSES:,} passes over a small set; lr decay "
-                   "after 50%, EMA 0.999")
+_IMAGE_TRAINING = ("Adam 3e-4 (0, 0.99) both nets, lr decay after 50%, EMA 0.999; by image side: width 32 for "
+                   "249.6k images shown below 28 px (200 epochs of digits' 39 batches of 32), "
+                   f"width {LARGE['model.width']} for {LARGE['train.kimg']:g}k from {LARGE_SIDE} px; "
+                   f"at most {MAX_PASSES:,} passes over a small set")
 # PacGAN's 400-unit MLP with NS + R1, fast TTUR Adam, big batch, EMA and lr decay (bench/RESULTS.md
 # section 1: 5 seeds on 100k points met both mode-collapse goals at batch 256). On the pipeline's 9k
 # training points (section 7): batch 256 let grid25's mode balance drift apart during the lr decay;
@@ -151,7 +151,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            MappingProxyType({**_DIGITS_NS, **_NO_AUGMENT}), IMAGE_BAR,
            "digits through the pipeline, class-conditional, seeds 0-4: 10/10 classes, FD ratio 1.95 / 1.74 / 1.76 / "
            "1.81 / 1.62, each the mean of 5 evaluation draws (a perfect replay of the training set scores 1.54; "
-           "unconditional, one draw each: 2.63 / 1.72 / 2.44 / 1.98 / 2.24; bench/RESULTS.md section 7); a 4:1 "
+           "unconditional, one draw each: 2.63 / 1.72 / 2.44 / 1.98 / 2.24; bench/RESULTS.md section 7); 4,000 digits "
+           "at 32 px (width 16, 144k images), seeds 1-3: 10/10, FD ratio 2.37 / 2.25 / 2.68 (5 draws: 2.04 / 2.66 / "
+           "2.77), the bar missed, in pipelines of 10-13 minutes (section 11); a 4:1 "
            "imbalanced labelled digits folder: 1.53, meets the bar; a 150-image labelled folder (90 training images, repeated 5x an "
            "epoch): full-digits FD ratio 9.7 (102 without the repeat), memorisation 0.12 (section 6)",
            ".venv/bin/python -m bench.default_quality --only digits --seeds 0,1,2,3,4", epoch_images=EPOCH_IMAGES),

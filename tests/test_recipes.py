@@ -60,3 +60,19 @@ def test_build_optimizers_follows_the_recipe():
     opt_g, opt_d = build_optimizers(G, D, R("wgan"))
     assert isinstance(opt_g, torch.optim.RMSprop) and isinstance(opt_d, torch.optim.RMSprop)
     assert opt_d.param_groups[0]["lr"] == 5e-5 and opt_d.param_groups[0]["momentum"] == 0
+
+
+def test_image_recipes_change_model_and_length_from_the_large_side_only():
+    """From LARGE_SIDE px every image recipe (tuned or paper) trains LARGE's width and length; below it, and
+    for points at any size, the recipe's own values; a user's value still wins over both."""
+    from gan_core.recipes import LARGE, LARGE_SIDE
+    for r in RECIPES.values():
+        small, large = fill({}, r, r.loss or "wgan-gp", 2800, 16), fill({}, r, r.loss or "wgan-gp", 2800, LARGE_SIDE)
+        if r.kind == "points":
+            assert r.values_for(64) is r.values and small == large
+            continue
+        assert {k: small[k] for k in LARGE} == {"model.width": 32, "train.kimg": 249.6}
+        assert {k: large[k] for k in LARGE} == dict(LARGE) and large["train.epochs"] < small["train.epochs"]
+        assert fill({"model.width": 24}, r, r.loss or "wgan-gp", 2800, 32)["model.width"] == 24
+    with pytest.raises(TypeError):
+        RECIPES["images-ns-r1"].values_for(32)["model.width"] = 8  # read-only, as every recipe's values

@@ -36,10 +36,10 @@ def main() -> None:
     ap.add_argument("workspace", type=Path, help="a prepared workspace (ganflow prepare: data and judge)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as ganflow pipeline --set")
     ap.add_argument("--every", type=int, default=4, help="epochs between scores")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (the pipeline's worker: 1)")
+    ap.add_argument("--threads", type=int, help="torch threads (default: train.cpus_per_worker, as the pipeline's "
+                    "worker)")
     ap.add_argument("--out", type=Path, help="rows as JSON; the grid beside it as .png")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     t0 = time.time()
     from flows import params as params_mod
     from flows.data.load import load_manifest, load_split
@@ -51,6 +51,7 @@ def main() -> None:
 
     ws = args.workspace
     params = params_mod.load(ws, args.set)
+    torch.set_num_threads(args.threads or params.train.cpus_per_worker)
     model = resolve_model(params, load_manifest(ws))
     x, y = load_split(ws, "train")
     fresh = types.SimpleNamespace(speed=None, continued_from=None, schedule_epochs=None)  # a new run's identity

@@ -237,7 +237,7 @@ def fit(spec: RunSpec, parts: Parts, batches: Callable[[int], Iterable], hooks: 
     epochs, horizon = (fitted, fitted) if fitted else (spec.epochs, spec.schedule_epochs)
     end = min(spec.end, epochs)
     stop = _StopRule(spec, history)
-    started, probe_s, train_s, out = time.perf_counter(), 0.0, 0.0, Outcome(history, schedule_epochs=fitted)
+    started, probe_s, out = time.perf_counter(), 0.0, Outcome(history, schedule_epochs=fitted)
     walls: list[float] = []  # each epoch's wall time in this call, probes and checkpoints included
     trained: list[float] = []  # each epoch's training time in this call (what a time budget sizes by)
     for epoch in range(start_epoch, end):
@@ -259,7 +259,6 @@ def fit(spec: RunSpec, parts: Parts, batches: Callable[[int], Iterable], hooks: 
         metrics["epoch_time_s"] = time.perf_counter() - t0
         metrics["epoch_end_unix"] = time.time()  # wall clock incl. reports/checkpoints (bench/overhead.py)
         metrics["epoch"] = epoch
-        train_s += metrics["epoch_time_s"]
         trained.append(metrics["epoch_time_s"])
         if spec.augment.policy == "adaptive" and metrics.get("nonfinite", 0.0) == 0.0:
             # From rank-averaged values only, so every rank steps p identically (no extra collective).
@@ -280,7 +279,7 @@ def fit(spec: RunSpec, parts: Parts, batches: Callable[[int], Iterable], hooks: 
         last = done in (end, epochs)
         # The probe: every probe_every epochs while probes stay within their share of the training time.
         if finite and spec.probe_every and (last or (done % spec.probe_every == 0
-                                                     and probe_s <= spec.probe_budget * train_s)):
+                                                     and probe_s <= spec.probe_budget * sum(trained))):
             t1 = time.perf_counter()
             found = hooks.probe(parts.evaluated, done)
             probe_s += time.perf_counter() - t1

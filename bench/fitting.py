@@ -18,10 +18,11 @@ from gan_core.training import Hooks, Parts, Progress, RunSpec
 
 
 def recipe_spec(recipe: str, loss: str | None = None, *, seed: int = 0, n_train: int | None = None,
-                side: int | None = None, model: dict | None = None, loss_extras: dict | None = None, optim: dict | None = None,
-                **fields: Any) -> RunSpec:
+                side: int | None = None, model: dict | None = None, loss_extras: dict | None = None,
+                optim: dict | None = None, **fields: Any) -> RunSpec:
     """The RunSpec the product trains for gan_core.recipes' `recipe` (filled as params.yaml's null fields
-    are: recipes.fill, its repeat sized to `n_train` items, its values to the image `side`) with `loss` (default: the recipe's own), then a
+    are: recipes.fill, its repeat sized to `n_train` items, its values to the image `side`) with `loss` (default:
+    the recipe's own), then a
     benchmark's explicit overrides: `model` (ModelConfig fields; conditioning is off unless given, as
     `auto` needs the data), `loss_extras` (LossConfig fields), `optim` (OptimConfig fields, laid over the
     filled optimiser through recipes.resolve) and any RunSpec field (`fields`, via dataclasses.replace)."""

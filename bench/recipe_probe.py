@@ -19,7 +19,6 @@ import argparse
 import json
 import sys
 import time
-import types
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -43,8 +42,8 @@ def main() -> None:
     t0 = time.time()
     from flows import params as params_mod
     from flows.data.load import load_manifest, load_split
-    from flows.evaluate import Evaluator, judge_protocol, sample
-    from flows.run.identity import resolve_model
+    from flows.evaluate import Evaluator, judge_protocol
+    from flows.run.identity import RunIdentity, resolve_model
     from flows.run.train import run_spec
     from gan_core.images import save_comparison_png
     from gan_core.training import Hooks, build, epoch_batches, fit, prepare_data
@@ -54,7 +53,7 @@ def main() -> None:
     torch.set_num_threads(args.threads or params.train.cpus_per_worker)
     model = resolve_model(params, load_manifest(ws))
     x, y = load_split(ws, "train")
-    fresh = types.SimpleNamespace(speed=None, continued_from=None, schedule_epochs=None)  # a new run's identity
+    fresh = RunIdentity("recipe-probe", params.training_hash(), "")  # a new run's: this machine's speed, no parent
     spec = run_spec(params, model, fresh, "cpu", tuple(x.shape[1:]))
     parts = build(spec, tuple(x.shape[1:]))
     judge, (n, seed) = Evaluator(ws, "holdout"), judge_protocol(ws, params)
@@ -70,7 +69,7 @@ def main() -> None:
             last = done == spec.epochs
             if done % args.every and not last:
                 return
-            m = judge.measure_samples(sample(parts.evaluated, n, seed), full=last)
+            m, fake = judge.measure(parts.evaluated, n, seed, full=last)
             row = {"epoch": done, "kimg": done * metrics["steps_g"] * spec.batch_size / 1000, "train_s": trained[0],
                    **{k: m[k] for k in ("fd", "fd_ratio", "class_coverage", "precision", "recall") if k in m}}
             rows.append(row)
@@ -79,7 +78,7 @@ def main() -> None:
                 args.out.write_text(json.dumps({"set": args.set, "rows": rows}, indent=1))
                 if last:
                     real, _ = load_split(ws, "holdout")
-                    save_comparison_png(sample(parts.evaluated, 100, seed), real[:100], args.out.with_suffix(".png"),
+                    save_comparison_png(fake[:100], real[:100], args.out.with_suffix(".png"),
                                         labels=("generated (EMA)", "real (holdout)"))
 
     print(f"{params.recipe}, {' '.join(args.set) or 'as params.yaml'}: {spec.epochs} epochs, width {model.width}",

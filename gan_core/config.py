@@ -13,12 +13,14 @@ LossName = Literal[
     "wgan-gp",          # Wasserstein critic, Lipschitz by gradient penalty
     "hinge",
     "least-squares",
+    "rpgan",            # relativistic pairing, with R1 and R2 at loss.r1_gamma (R3GAN's loss)
     "f-kl", "f-reverse-kl", "f-js", "f-pearson", "f-hellinger",  # f-GAN (Nowozin et al. 2016)
 ]
 LOSS_NAMES: tuple[str, ...] = get_args(LossName)
 LOSS_ALIASES = {"ns": "non-saturating", "minimax": "saturating", "wgan-clip": "wgan", "wgangp": "wgan-gp",
                 "lsgan": "least-squares", "js": "f-js", "kl": "f-kl", "reverse-kl": "f-reverse-kl",
-                "pearson": "f-pearson", "hellinger": "f-hellinger"}
+                "pearson": "f-pearson", "hellinger": "f-hellinger",
+                "r3gan": "rpgan", "relativistic": "rpgan"}
 
 
 class Strict(BaseModel):
@@ -64,7 +66,8 @@ class LossConfig(Strict):
     gp_weight: float | None = Field(None, ge=0.0, description="lambda; None: the loss's own (gan_core.losses), 0 = off")
     gp_one_sided: bool = False
     clip: float | None = Field(None, gt=0.0, description="weight clipping c; None: the loss's own (gan_core.losses)")
-    r1_gamma: float = Field(0.0, ge=0.0, description="R1 penalty gamma/2 E||grad D(x_real)||^2; 0 = off")
+    r1_gamma: float = Field(0.0, ge=0.0, description="R1 penalty gamma/2 E||grad D(x_real)||^2 (rpgan: also R2, the "
+                            "same on fakes); 0 = off")
 
     @model_validator(mode="before")
     @classmethod

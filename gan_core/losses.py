@@ -91,6 +91,18 @@ def _least_squares_g(fake: Tensor) -> Tensor:
     return 0.5 * (fake - 1).square().mean()  # 1/2 E[(D(G(z)) - 1)^2]
 
 
+# Relativistic pairing (RpGAN; Jolicoeur-Martineau 2019, R3GAN: Huang et al. 2024): each real row is paired
+# with a fake row and D scores their difference, so G's objective also sees D's real scores. Its landscape
+# has no bad local minima where the unpaired loss has one per mode dropped (R3GAN, Sec. 2); with R1 and
+# R2 it converges locally (Sec. 3).
+def _rp_d(real: Tensor, fake: Tensor) -> Tensor:
+    return F.softplus(fake - real).mean()  # E[-log sigmoid(D(x) - D(G(z)))], x and z paired row by row
+
+
+def _rp_g(fake: Tensor, real: Tensor) -> Tensor:
+    return F.softplus(real - fake).mean()  # E[-log sigmoid(D(G(z)) - D(x))]
+
+
 def _f_gan_d(f: FDivergence) -> Callable[[Tensor, Tensor], Tensor]:
     def d(real: Tensor, fake: Tensor) -> Tensor:
         # D maximises the variational lower bound on D_f: E_P[g_f(V(x))] - E_Q[f*(g_f(V(G(z))))]
@@ -111,11 +123,13 @@ class LossDef:
 
     name: str                              # a LossName (gan_core.config)
     d: Callable[[Tensor, Tensor], Tensor]  # D's loss on (real, fake) scores, without penalties
-    g: Fn                                  # G's loss on the scores of its own samples
+    g: Callable[..., Tensor]               # G's loss on the scores of its own samples (paired: and real ones)
     optim: ResolvedOptim                   # the paper optimiser (a recipe tuned with this loss overrides it)
     critic: bool = False                   # unbounded critic, no sigmoid: real - fake scores estimate W
     gp_weight: float = 0.0                 # default GP lambda (two-sided unless loss.gp_one_sided); 0 = off
     clip: float | None = None              # default weight clip c; None = off
+    paired: bool = False                   # G's objective also takes D's scores of real rows (relativistic)
+    r2: bool = False                       # R1's gamma also weighs R2, the same penalty on fakes (R3GAN)
 
 
 # DCGAN (Radford et al. 2016): Adam 2e-4, beta1 0.5. Also the usual choice for LSGAN and f-GAN.
@@ -138,10 +152,22 @@ LOSS_ROWS: tuple[LossDef, ...] = (
     LossDef("hinge", _hinge_d, _minus_fake, ResolvedOptim("adam", 1e-4, 4e-4, (0.0, 0.9), 1)),
     # LSGAN (Mao et al. 2017), targets real 1, fake 0, G aims at 1.
     LossDef("least-squares", _least_squares_d, _least_squares_g, DCGAN_ADAM),
+    # R3GAN's loss (Huang et al. 2024): relativistic pairing with R1 and R2 at one gamma (loss.r1_gamma; 0
+    # leaves RpGAN unregularised, which the paper shows diverging). Adam betas (0, 0.99), as its configs.
+    LossDef("rpgan", _rp_d, _rp_g, ResolvedOptim("adam", 2e-4, 2e-4, (0.0, 0.99), 1), paired=True, r2=True),
     # f-GAN (Nowozin et al. 2016): one row per divergence of F_DIVERGENCES above.
     *(LossDef(name, _f_gan_d(f), _f_gan_g(f), DCGAN_ADAM) for name, f in F_DIVERGENCES.items()),
 )
 LOSSES: dict[str, LossDef] = {row.name: row for row in LOSS_ROWS}
+
+
+class Penalised(NamedTuple):
+    """D's loss with its penalties, and each penalty unweighted (0 when off or not taken), to log."""
+
+    total: Tensor
+    gp: Tensor
+    r1: Tensor
+    r2: Tensor
 
 
 class GanLoss:
@@ -157,22 +183,27 @@ class GanLoss:
         # Any loss may carry a GP (e.g. NS + GP, Kodali et al. / Mescheder et al.) or R1; 0 = off.
         self.uses_gp = self.gp_weight > 0
         self.uses_r1 = cfg.r1_gamma > 0
+        self.uses_r2 = self.uses_r1 and self.row.r2
 
     def d_loss(self, real_scores: Tensor, fake_scores: Tensor) -> Tensor:
         """Adversarial part of the D loss (no penalty); D minimises it."""
         return self.row.d(real_scores, fake_scores)
 
-    def g_loss(self, fake_scores: Tensor) -> Tensor:
-        """G's loss on the scores of its own samples; G minimises it."""
-        return self.row.g(fake_scores)
+    def g_loss(self, fake_scores: Tensor, real_scores: Tensor | None = None) -> Tensor:
+        """G's loss on the scores of its own samples (a paired loss: and of as many real rows); G minimises it."""
+        if not self.row.paired:
+            return self.row.g(fake_scores)
+        if real_scores is None:
+            raise ValueError(f"the {self.row.name} loss pairs fakes with reals: G's step needs D's real scores")
+        return self.row.g(fake_scores, real_scores)
 
     def add_penalties(self, d_loss: Tensor, gp_grad: Tensor | None, r1_grad: Tensor | None,
-                      r1_every: int = 1) -> tuple[Tensor, Tensor, Tensor]:
-        """`d_loss` plus the penalties, from D's input gradients at the GP interpolates and at the
-        reals (None where that penalty is off, or skipped on a lazy step); also each penalty unweighted
-        (0 when off), to log. `r1_every`: R1 is taken once every that many D steps (lazy regularisation,
-        Karras et al. 2020), so it weighs that many times as much when it is."""
-        gp = r1 = torch.zeros((), device=d_loss.device)
+                      r1_every: int = 1, r2_grad: Tensor | None = None) -> Penalised:
+        """`d_loss` plus the penalties, from D's input gradients at the GP interpolates, at the reals and
+        at the fakes (None where that penalty is off, or skipped on a lazy step); also each penalty
+        unweighted (0 when off), to log. `r1_every`: R1 (and R2) are taken once every that many D steps (lazy
+        regularisation, Karras et al. 2020), so they weigh that many times as much when they are."""
+        gp = r1 = r2 = torch.zeros((), device=d_loss.device)
         total = d_loss
         if gp_grad is not None:
             gp = penalty_from_grad(gp_grad, self.cfg.gp_one_sided)   # E[(||grad D(x_hat)|| - 1)^2]
@@ -180,7 +211,10 @@ class GanLoss:
         if r1_grad is not None:
             r1 = r1_penalty_from_grad(r1_grad)                       # E[||grad D(x)||^2]
             total = total + 0.5 * self.cfg.r1_gamma * r1_every * r1  # + gamma/2 R1, x r1_every when lazy
-        return total, gp, r1
+        if r2_grad is not None:
+            r2 = r1_penalty_from_grad(r2_grad)                       # E[||grad D(G(z))||^2]
+            total = total + 0.5 * self.cfg.r1_gamma * r1_every * r2  # + gamma/2 R2, lazy as R1
+        return Penalised(total, gp, r1, r2)
 
     def __repr__(self) -> str:
         return f"GanLoss({self.cfg!r})"

@@ -119,6 +119,11 @@ _DIGITS_NS = {**_IMAGE_MODEL, "loss.r1_gamma": 0.01, "optim.optimizer": "adam", 
 # NS recipe does (5-draw means 1.75 against 1.78), ~17% faster without R1's double backward; the hinge
 # paper optimiser on the plain DCGAN pair (what hinge got before) did worse (bench/RESULTS.md section 7).
 _DIGITS_HINGE = {**_DIGITS_NS, "model.spectral_norm": True, "loss.r1_gamma": 0.0}
+# R3GAN's loss (relativistic pairing, R1 and R2 at one gamma) on the NS recipe's model, optimiser, schedule,
+# batch and EMA: the loss and its gamma alone changed, so the two compare as losses. Gamma 0.05 (R3GAN's
+# CIFAR-10 value): on 4,000 digits at 32 px (train seed 0, 160k images) NS's 0.01 left RpGAN at FD ratio
+# 4.03 where 0.05 reached 2.37, NS + R1 0.01 2.42 (bench/RESULTS.md section 11).
+_DIGITS_RPGAN = {**_DIGITS_NS, "loss.r1_gamma": 0.05}
 # What both image recipes share, as `ganflow recipes` says it (the values are _DIGITS_NS's).
 _IMAGE_TRAINING = ("Adam 3e-4 (0, 0.99) both nets, lr decay after 50%, EMA 0.999; by image side: width 32 for "
                    "249.6k images shown below 28 px (200 epochs of digits' 39 batches of 32), "
@@ -165,6 +170,15 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "the mean of 5 evaluation draws (images-ns-r1: 1.95 / 1.74 / 1.76 / 1.81 / 1.62; the hinge paper optimiser "
            "without spectral norm, seeds 0-2: 3.48 / 2.66 / 3.27; bench/RESULTS.md section 7)",
            ".venv/bin/python -m bench.default_quality --only digits --seeds 0,1,2,3,4 --set loss.name=hinge",
+           epoch_images=EPOCH_IMAGES),
+    Recipe("images-rpgan", "images", "rpgan",
+           "DCGAN G/D (class-conditional when the data has classes), relativistic pairing + R1 and R2 0.05 (R3GAN's "
+           f"loss, on the DCGAN pair), {_IMAGE_TRAINING}",
+           MappingProxyType({**_DIGITS_RPGAN, **_NO_AUGMENT}), IMAGE_BAR,
+           "4,000 digits at 32 px (width 16, 160k images, train seed 0, bench/recipe_probe.py): FD ratio 2.37 (gamma "
+           "0.01: 4.03), images-ns-r1 2.42 on the same run; not yet through the pipeline (bench/RESULTS.md section 11)",
+           ".venv/bin/python -m bench.recipe_probe WS --set loss.name=rpgan --set train.kimg=160 --threads 1 (WS: a "
+           "workspace bench.default_quality --only digits32 prepared)",
            epoch_images=EPOCH_IMAGES),
     Recipe("images-small-ns-r1-ada", "images", "non-saturating",
            "images-ns-r1 with adaptive DiffAugment (translation, cutout, colour) of real and fake before D",

@@ -119,6 +119,7 @@ def d_step(
     if r1_every < 1:
         raise ValueError(f"r1_every must be >= 1, got {r1_every}")
     r1_now = loss.uses_r1 and step % r1_every == 0
+    r2_now = r1_now and loss.uses_r2  # R2 rides on R1's lazy schedule, at its gamma
     penalised = r1_now or loss.uses_gp  # a double backward: fp32 and eager
     amp = None if penalised else amp
     n = real.shape[0]
@@ -144,7 +145,8 @@ def d_step(
     # its strength does not drift with p as it would through cutout's zeroed pixels); ADA's code
     # differentiates through the ops to the raw reals instead.
     real_in = real.detach().requires_grad_(True) if r1_now else real
-    parts, label_parts = [real_in, fake], [labels, fake_labels]
+    fake_in = fake.detach().requires_grad_(True) if r2_now else fake  # R2: the same, on the fake rows
+    parts, label_parts = [real_in, fake_in], [labels, fake_labels]
     x_hat: Tensor | None = None
     if loss.uses_gp:  # between the (augmented) rows D actually scores
         x_hat = interpolate(real, fake, gen).requires_grad_(True)
@@ -167,10 +169,14 @@ def d_step(
     if r1_now:
         outs.append(real_s.sum())
         ins.append(real_in)
+    if r2_now:
+        outs.append(fake_s.sum())
+        ins.append(fake_in)
     grads = list(torch.autograd.grad(outs, ins, create_graph=True)) if ins else []
     gp_grad = grads.pop(0) if x_hat is not None else None
     r1_grad = grads.pop(0) if r1_now else None
-    total, gp, r1 = loss.add_penalties(adv, gp_grad, r1_grad, r1_every=r1_every)
+    r2_grad = grads.pop(0) if r2_now else None
+    total, gp, r1, r2 = loss.add_penalties(adv, gp_grad, r1_grad, r1_every=r1_every, r2_grad=r2_grad)
 
     opt_d.zero_grad(set_to_none=True)
     total.backward()
@@ -198,6 +204,8 @@ def d_step(
         }
         if loss.uses_r1 and not r1_now:
             del out["r1"]  # not taken on this lazy step: a 0 here would drag the epoch's mean down
+        if r2_now:
+            out["r2"] = float(r2.detach())
         if augment is not None:
             out["d_sign_real"] = float(overfit_signal(rs, fs, loss.row.critic))
         return out
@@ -215,10 +223,16 @@ def g_step(
     augment: Augment | None = None,
     *,
     amp: torch.dtype | None = None,
+    real: Tensor | None = None,
+    real_labels: Tensor | None = None,
 ) -> dict[str, float]:
     """One G update. `labels` are the classes to generate (conditional runs); None = unconditional.
     With `augment`, D scores augmented fakes and G's gradient flows back through the ops.
-    `amp`: G's and D's forwards under autocast, the augmentation and the loss in fp32."""
+    `amp`: G's and D's forwards under autocast, the augmentation and the loss in fp32.
+    A paired loss (loss.row.paired) also needs `real` (batch_size rows, with `real_labels` when
+    conditional): D scores them as constants, since no gradient reaches G through them."""
+    if loss.row.paired and (real is None or real.shape[0] != batch_size):
+        raise ValueError(f"the {loss.row.name} loss pairs fakes with reals: g_step needs {batch_size} real rows")
     d = unwrap(D)
     # Freeze D so G's backward neither computes nor accumulates D grads, and score through the
     # unwrapped D so DDP(D) arms no reduction that would never complete.
@@ -234,7 +248,11 @@ def g_step(
             fake = augment(fake, gen)
         with _autocast(device, amp):
             scores = _call(d, fake, labels)
-        loss_g = loss.g_loss(scores if amp is None else scores.float())
+        real_scores = None
+        if loss.row.paired:
+            with torch.no_grad(), _autocast(device, amp):
+                real_scores = _call(d, real if augment is None else augment(real, gen), real_labels).float()
+        loss_g = loss.g_loss(scores if amp is None else scores.float(), real_scores)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         gn = grad_norm(unwrap(G))
@@ -319,7 +337,8 @@ def train_epoch(
         if steps_d % n_critic == 0:
             n = real.shape[0]
             fake_labels = unwrap(G).sample_labels(n, device=device, generator=gen) if conditional else None
-            m = g_step(G, D, n, opt_g, loss, device, gen, labels=fake_labels, augment=augment, amp=amp)
+            m = g_step(G, D, n, opt_g, loss, device, gen, labels=fake_labels, augment=augment, amp=amp,
+                       real=real, real_labels=labels)
             add(m)
             steps_g += 1
             worst = worst + m["loss_g"]  # NaN/Inf if either is

@@ -42,16 +42,36 @@ def test_every_loss_name_has_exactly_one_row():
 def test_add_penalties_weights_each_penalty_and_reports_them_unweighted():
     gp_grad, r1_grad = T([[3.0, 4.0], [0.6, 0.8]]), T([[1.0, 2.0], [0.0, 2.0]])  # norms 5, 1; sq 5, 4
     adv = T(1.0)
-    total, gp, r1 = L("hinge", gp_weight=2.0, r1_gamma=3.0).add_penalties(adv, gp_grad, r1_grad)
+    total, gp, r1, r2 = L("hinge", gp_weight=2.0, r1_gamma=3.0).add_penalties(adv, gp_grad, r1_grad)
     assert gp.item() == pytest.approx(8.0) and r1.item() == pytest.approx(4.5)  # (16+0)/2, (5+4)/2
+    assert r2.item() == 0.0
     assert total.item() == pytest.approx(1.0 + 2.0 * 8.0 + 0.5 * 3.0 * 4.5)
     one_sided = L("hinge", gp_weight=1.0, gp_one_sided=True).add_penalties(adv, T([[0.3, 0.4]]), None)
     assert one_sided[1].item() == 0.0 and one_sided[2].item() == 0.0  # norm 0.5 < 1; no R1 asked for
     assert L("hinge", gp_weight=1.0).add_penalties(adv, T([[0.3, 0.4]]), None)[1].item() == pytest.approx(0.25)
     # The row's lambda when the user leaves gp_weight unset.
     assert L("wgan-gp").add_penalties(adv, gp_grad, None)[0].item() == pytest.approx(1.0 + 10 * 8.0)
-    total, gp, r1 = NS.add_penalties(adv, None, None)
-    assert total is adv and gp.item() == 0.0 and r1.item() == 0.0
+    total, gp, r1, r2 = NS.add_penalties(adv, None, None)
+    assert total is adv and gp.item() == 0.0 and r1.item() == 0.0 and r2.item() == 0.0
+    # R2 (rpgan): the R1 form on fake rows, at R1's gamma, lazy as R1.
+    total, gp, r1, r2 = L("rpgan", r1_gamma=2.0).add_penalties(adv, None, r1_grad, r1_every=4, r2_grad=gp_grad)
+    assert r1.item() == pytest.approx(4.5) and r2.item() == pytest.approx(13.0)  # (25+1)/2
+    assert total.item() == pytest.approx(1.0 + 0.5 * 2.0 * 4 * (4.5 + 13.0))
+
+
+def test_rpgan_pairs_rows_and_needs_real_scores_for_g():
+    rp = L("rpgan", r1_gamma=0.1)
+    assert rp.row.paired and rp.uses_r1 and rp.uses_r2 and not L("rpgan").uses_r2
+    assert GanLoss(LossConfig.model_validate("r3gan")).row is LOSSES["rpgan"]
+    assert not NS.uses_r2 and not L("non-saturating", r1_gamma=0.1).uses_r2  # R2 comes with rpgan only
+    real, fake = T([2.0, 0.0]), T([0.0, 1.0])
+    # Row by row: softplus(f - r) = log(1 + e^(f - r)), not the unpaired BCE's sum of two means.
+    assert rp.d_loss(real, fake).item() == pytest.approx((math.log1p(math.exp(-2)) + math.log1p(math.e)) / 2)
+    assert rp.g_loss(fake, real).item() == pytest.approx((math.log1p(math.exp(2)) + math.log1p(math.exp(-1))) / 2)
+    # Equal scores: D cannot tell the pair apart, log 2 each way.
+    assert rp.d_loss(fake, fake).item() == pytest.approx(math.log(2)) == rp.g_loss(fake, fake).item()
+    with pytest.raises(ValueError, match="pairs fakes with reals"):
+        rp.g_loss(fake)
 
 
 def test_bce_d_loss_values():
@@ -141,7 +161,7 @@ def test_gradient_signs(name):
     d.backward()
     assert torch.isfinite(d) and (real.grad < 0).all() and (fake.grad > 0).all(), (real.grad, fake.grad)
     fake.grad = None
-    loss.g_loss(fake).backward()
+    loss.g_loss(fake, real.detach() if loss.row.paired else None).backward()
     assert (fake.grad < 0).all(), fake.grad
 
 

@@ -145,6 +145,36 @@ def test_d_step_gp_and_r1_match_the_standalone_forms_in_value_and_gradient():
         assert torch.allclose(b - p.detach(), r.grad, rtol=1e-4, atol=1e-6)
 
 
+def test_rpgan_d_step_r1_and_r2_match_the_standalone_forms_and_g_step_pairs_real_scores():
+    # R3GAN's loss: softplus(D(fake) - D(real)) row by row + gamma/2 (R1 on reals + R2 on fakes), R2 from the
+    # same fused forward as R1; with SGD lr=1 the D update is exactly minus the textbook sum's gradient.
+    G, D, opt_g, _ = pair("mlp", (2,))
+    loss = GanLoss(LossConfig(name="rpgan", r1_gamma=3.0))
+    real = torch.randn(16, 2) * 0.5 + 1
+    ref = copy.deepcopy(D)
+    with torch.no_grad():
+        fake = G(G.sample_z(16, generator=torch.Generator().manual_seed(3)))
+    r1, r2 = r1_penalty(ref, real), r1_penalty(ref, fake)
+    total = loss.d_loss(ref(real), ref(fake)) + 1.5 * (r1 + r2)
+    total.backward()
+    before = [p.detach().clone() for p in D.parameters()]
+    m = d_step(G, D, real, torch.optim.SGD(D.parameters(), lr=1.0), loss, torch.Generator().manual_seed(3))
+    assert r2.item() > 1e-3 and m["r2"] == pytest.approx(r2.item(), rel=1e-5)
+    assert m["r1"] == pytest.approx(r1.item(), rel=1e-5) and m["loss_d"] == pytest.approx(total.item(), rel=1e-5)
+    for b, p, r in zip(before, D.parameters(), ref.parameters()):
+        assert torch.allclose(b - p.detach(), r.grad, rtol=1e-4, atol=1e-6)
+    # G's step scores the real rows it is paired with, and refuses to run without them.
+    with torch.no_grad():
+        z = G.sample_z(16, generator=torch.Generator().manual_seed(5))
+        expected = loss.g_loss(D(G(z)), D(real))
+    m = g_step(G, D, 16, opt_g, loss, "cpu", torch.Generator().manual_seed(5), real=real)
+    assert m["loss_g"] == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="pairs fakes with reals"):
+        g_step(G, D, 16, opt_g, loss, "cpu")
+    # Other losses take no R2 and log none.
+    assert "r2" not in d_step(G, D, real, torch.optim.SGD(D.parameters(), lr=0.1), GanLoss(LossConfig(r1_gamma=3.0)))
+
+
 def test_wgan_clips_every_d_weight():
     optim = resolve(LossConfig(name="wgan"), OptimConfig(lr_d=0.1))
     G, D, _, opt_d = pair("mlp", (2,), optim)

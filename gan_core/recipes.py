@@ -17,6 +17,7 @@ from typing import Any, Literal, Mapping
 
 from gan_core.config import LossConfig, OptimConfig, ResolvedOptim
 from gan_core.losses import LOSSES
+from gan_core.training import images_per_epoch
 
 DataKind = Literal["images", "points"]
 
@@ -220,9 +221,10 @@ def choose(kind: DataKind, n_train: int | None, loss: str) -> Recipe:
 
 
 def epochs_for(kimg: float, n_train: int | None, repeat: int, batch_size: int) -> int:
-    """Epochs that show `kimg` thousand images of an `n_train`-item set passed `repeat` times an epoch in whole
-    batches (an unknown size: EPOCH_IMAGES an epoch), held to MAX_PASSES passes over the set."""
-    per_epoch = max(batch_size, (n_train * repeat) // batch_size * batch_size) if n_train else EPOCH_IMAGES
+    """Epochs that show `kimg` thousand images of an `n_train`-item set passed `repeat` times an epoch (as the
+    loop batches it: gan_core.training.images_per_epoch; an unknown size: EPOCH_IMAGES an epoch), held to
+    MAX_PASSES passes over the set."""
+    per_epoch = images_per_epoch(n_train * repeat, batch_size) if n_train else EPOCH_IMAGES
     return max(1, min(round(kimg * 1000 / per_epoch), MAX_PASSES // repeat))
 
 

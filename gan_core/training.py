@@ -143,6 +143,17 @@ def prepare_data(spec: RunSpec, x: Tensor, y: Tensor | None = None) -> list[Tens
     return tensors
 
 
+def whole_batches(n: int, batch_size: int) -> bool:
+    """Whether an epoch over `n` items (a rank's shard) drops its ragged last batch: equal batches, since a
+    ragged one skews D's statistics, unless the shard is smaller than one batch."""
+    return n >= batch_size
+
+
+def images_per_epoch(n: int, batch_size: int) -> int:
+    """Items one process's epoch over `n` items shows (whole_batches)."""
+    return n // batch_size * batch_size if whole_batches(n, batch_size) else n
+
+
 def epoch_batches(tensors: list[Tensor], batch_size: int, rank: int = 0, world: int = 1) -> Callable[[int], Iterable]:
     """`batches(epoch)`: this rank's shuffled pass over `tensors`, in whole batches gathered by index on the
     tensors' own device (a GPU run keeps its set there; no per-item indexing and stacking). One process: a
@@ -151,8 +162,7 @@ def epoch_batches(tensors: list[Tensor], batch_size: int, rank: int = 0, world: 
     n = len(tensors[0])
     sampler = RandomSampler(range(n)) if world == 1 else DistributedSampler(
         range(n), num_replicas=world, rank=rank, shuffle=True)
-    # Equal batches (a ragged last batch skews D's statistics) unless the shard is smaller than one.
-    index = BatchSampler(sampler, batch_size, drop_last=math.ceil(n / world) >= batch_size)
+    index = BatchSampler(sampler, batch_size, drop_last=whole_batches(math.ceil(n / world), batch_size))
 
     def batches(epoch: int) -> Iterable[tuple[Tensor, ...]]:
         if world > 1:
@@ -240,9 +250,8 @@ def fit(spec: RunSpec, parts: Parts, batches: Callable[[int], Iterable], hooks: 
     started, probe_s, out = time.perf_counter(), 0.0, Outcome(history, schedule_epochs=fitted)
     walls: list[float] = []  # each epoch's wall time in this call, probes and checkpoints included
     trained: list[float] = []  # each epoch's training time in this call (what a time budget sizes by)
-    for epoch in range(start_epoch, end):
-        if epoch >= end:  # a time budget shortened the run
-            break
+    epoch = start_epoch
+    while epoch < end:  # not a range: a time budget may shorten the run (end) after its first epochs
         done = epoch + 1
         t0 = time.perf_counter()
         # Every epoch: the schedule's lr, and after a restore the configured (PBT: mutated) values rather
@@ -308,6 +317,7 @@ def fit(spec: RunSpec, parts: Parts, batches: Callable[[int], Iterable], hooks: 
         hooks.end_epoch(metrics, done, out.state)
         if out.stopped_at:
             break
+        epoch += 1
     return out
 
 

@@ -271,7 +271,3 @@ def newest_ungated(model_name: str) -> str | None:
     ungated = [v for v in found if PromotionTags.read(v.tags) is None]
     return str(max(ungated, key=lambda v: int(v.version)).version) if ungated else None
 
-
-def version_summary(model_name: str, version: str) -> dict:
-    mv = MlflowClient().get_model_version(model_name, version)
-    return {"name": model_name, "version": version, "run_id": mv.run_id, "tags": dict(mv.tags)}

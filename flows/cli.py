@@ -21,6 +21,21 @@ app = typer.Typer(help="Train GANs and WGANs: DVC data, Ray Train, MLflow regist
 stage_app = typer.Typer(help="DVC stage commands (dvc.yaml runs these).", no_args_is_help=True)
 app.add_typer(stage_app, name="stage")
 
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+        print(f"ganflow {version('ganflow')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _top(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                      help="print ganflow's version and exit")) -> None:
+    """Train GANs and WGANs: DVC data, Ray Train, MLflow registry, Prefect flows."""
+
+
 Workspace = typer.Option(Path("."), "--workspace", "-w", help="folder with params.yaml and dvc.yaml")
 Sets = typer.Option(None, "--set", "-s", help="KEY=VALUE for this run only, laid over params.yaml (e.g. "
                     "train.epochs=5); params.yaml is not changed: edit it to make a change permanent")

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from conftest import ganflow
+from conftest import BIN, ganflow
 from flows import params
 from test_bad_input import BAD, USABLE, _folder_zoo
 
@@ -126,3 +127,12 @@ def test_sample_from_a_missing_model(workspace, uri, needle):
     proc = ganflow(workspace, "sample", "--model", uri, "-n", "4", "--out", "x.npy", timeout=300)
     assert_clean_failure(proc, f"cannot load model {uri!r}" if uri.startswith("models:") else repr(uri), needle)
     assert not (workspace / "x.npy").exists()
+
+
+def test_ganflow_version_prints_the_installed_version_and_writes_nothing(tmp_path):
+    from importlib.metadata import version
+
+    proc = subprocess.run([str(BIN / "ganflow"), "--version"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"ganflow {version('ganflow')}", proc.stderr[-2000:]
+    assert not any(tmp_path.iterdir())

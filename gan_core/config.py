@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 LossName = Literal[
     "saturating",       # minimax: G minimises log(1 - D(G(z)))
@@ -23,10 +23,27 @@ LOSS_ALIASES = {"ns": "non-saturating", "minimax": "saturating", "wgan-clip": "w
                 "r3gan": "rpgan", "relativistic": "rpgan"}
 
 
+def _takes_bool(annotation) -> bool:
+    return annotation is bool or any(_takes_bool(a) for a in get_args(annotation))
+
+
+def _takes_number(annotation) -> bool:
+    return annotation in (int, float) or any(_takes_number(a) for a in get_args(annotation))
+
+
 class Strict(BaseModel):
-    """Unknown keys are errors: a typo in params.yaml must not be silently ignored."""
+    """Unknown keys are errors: a typo in params.yaml must not be silently ignored. Nor is true/false a
+    number: pydantic would read `epochs: true` as 1 epoch."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value, info):
+        annotation = cls.model_fields[info.field_name].annotation
+        if isinstance(value, bool) and _takes_number(annotation) and not _takes_bool(annotation):
+            raise ValueError("expected a number, not true/false")
+        return value
 
 
 class ModelConfig(Strict):

@@ -36,6 +36,9 @@ def test_repository_params_are_valid(ws):
     ("optim.betas=[0.5, 1.5]", "optim"),
     ("model.arch=transformer", "model.arch"),
     ("train.epochz=3", "train.epochz"),
+    ("train.epochs=true", "train.epochs"),  # a YAML boolean is not a number (pydantic alone read it as 1)
+    ("loss.r1_gamma=false", "loss.r1_gamma"),
+    ("train.num_workers=true", "train.num_workers"),
 ])
 def test_bad_values_name_the_field(ws, override, field):
     with pytest.raises(UserError) as err:

@@ -502,6 +502,9 @@ def _overlay(workspace: Path, overrides: list[str], dest: str, header: str = "")
     from ruamel.yaml import YAML
 
     ry = YAML()
+    # ruamel writes None as an empty value; params.yaml spells it `null`, and a diff should show only the
+    # lines the overrides changed.
+    ry.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
     doc = ry.load((workspace / PARAMS_FILE).read_text()) or {}
     for key, value in parse_overrides(overrides).items():
         apply(doc, key, value)

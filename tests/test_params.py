@@ -66,9 +66,14 @@ def test_malformed_set_and_yaml(ws):
 
 
 def test_write_overrides_keeps_comments_and_refuses_bad_values(ws):
-    params.write_overrides(ws, ["train.epochs=7", "loss.gp_weight=3"])
+    original = (ws / "params.yaml").read_text().splitlines()
+    params.write_overrides(ws, ["train.epochs=7", "data.image_size=16"])
     text = (ws / "params.yaml").read_text()
     assert "epochs: 7" in text and "# global batch, split across workers" in text
+    # Only the lines asked for change: the nulls stay `null`, every comment stays where it was.
+    changed = [(a, b) for a, b in zip(original, text.splitlines(), strict=True) if a != b]
+    assert [b.split("#")[0].strip() for _, b in changed] == ["image_size: 16", "epochs: 7"], changed
+    params.write_overrides(ws, ["loss.gp_weight=3"])
     assert params.load(ws).loss.gp_weight == 3.0
     before = (ws / "params.yaml").read_text()
     with pytest.raises(UserError):

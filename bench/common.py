@@ -94,6 +94,14 @@ def footer(t0: float) -> str:
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def run_paths(ws: Path):
+    """The run directory of a bench workspace, where the product keeps it (bench runs each `ganflow` with
+    GANFLOW_HOME there: clean_env)."""
+    from flows.env import RUN_DIR, RunPaths
+
+    return RunPaths(ws, ws / RUN_DIR)
+
+
 def clean_env(home: Path) -> dict[str, str]:
     """The environment of a fresh shell for a `ganflow` subprocess: no tool state leaking in from the
     caller's session (nor from a configured workspace in this process), its run dir at `home`."""
@@ -114,7 +122,10 @@ def make_workspace(ws: Path) -> Path:
     (ws / "data" / "raw").mkdir(parents=True)
     for name in ("params.yaml", "dvc.yaml", ".dvcignore", "data/raw/README.md"):
         shutil.copy(ROOT / name, ws / name)
-    (ws / ".gitignore").write_text("/data/processed\n/data/classifier\n.ganflow/\n/params.run.yaml\n")
+    from flows.data.load import CLASSIFIER, PROCESSED
+    from flows.env import RUN_DIR
+
+    (ws / ".gitignore").write_text(f"/{PROCESSED}\n/{CLASSIFIER}\n{RUN_DIR}/\n/params.run.yaml\n")
     git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
     subprocess.run(git + ["init", "-q"], cwd=ws, check=True)
     subprocess.run(git + ["add", "-A"], cwd=ws, check=True)
@@ -129,7 +140,7 @@ def run_ganflow(ws: Path, command: str, *args: str) -> float:
 
     started = time.time()
     proc = subprocess.run([str(Path(sys.executable).parent / "ganflow"), command, "--workspace", str(ws), *args],
-                          cwd=ws, env=clean_env(ws / ".ganflow"), capture_output=True, text=True)
+                          cwd=ws, env=clean_env(run_paths(ws).home), capture_output=True, text=True)
     with open(ws / f"ganflow-{command}.log", "a") as log:  # the run's own lines (schedule, ETA), to read later
         log.write(proc.stdout + proc.stderr)
     if proc.returncode:
@@ -144,6 +155,9 @@ def last_pipeline(ws: Path) -> tuple[dict, list[dict]]:
 
     import torch
 
-    summary = json.loads((ws / ".ganflow" / "last_pipeline.json").read_text())
-    ckpt = sorted((ws / ".ganflow" / "ray_results" / summary["ray_run"]).glob("epoch_*"))[-1] / "state.pt"
+    from flows.conventions import STATE_FILE
+
+    paths = run_paths(ws)
+    summary = json.loads(paths.last_pipeline.read_text())
+    ckpt = sorted((paths.ray_results / summary["ray_run"]).glob("epoch_*"))[-1] / STATE_FILE
     return summary, torch.load(ckpt, weights_only=True)["history"]

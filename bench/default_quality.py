@@ -25,7 +25,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     __package__ = "bench"
 
-from bench.common import footer, make_workspace, run_ganflow, table  # noqa: E402
+from bench.common import footer, make_workspace, run_ganflow, run_paths, table  # noqa: E402
 from flows.evaluate import meets_bar  # noqa: E402
 
 DATASETS = ("digits", "ring8", "grid25", "digits32", "photos32")
@@ -63,7 +63,7 @@ def run(dataset: str, seed: int, root: Path, extra: list[str] = ()) -> dict:
         wall = run_ganflow(ws, "pipeline", "--set", f"train.seed={seed}", *sets)
     else:
         wall = run_ganflow(ws, "pipeline", "--set", f"data.name={dataset}", "--set", f"train.seed={seed}", *sets)
-    summary = json.loads((ws / ".ganflow" / "last_pipeline.json").read_text())
+    summary = json.loads(run_paths(ws).last_pipeline.read_text())
     judge = Evaluator(ws)
     draws = []  # seed 1234 is the judge's frozen protocol (the goal's number); the others show its noise
     for eval_seed in EVAL_SEEDS:

@@ -32,7 +32,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     __package__ = "bench"
 
-from bench.common import footer, make_workspace, mean_std, run_ganflow, table  # noqa: E402
+from bench.common import footer, make_workspace, mean_std, run_ganflow, run_paths, table  # noqa: E402
 
 KEEP_ALL = ["--set", "retention.keep_versions=null", "--set", "retention.keep_runs=null"]
 REFERENCE_DRAWS = 20  # the versions' "true" ordering: means over this many draws
@@ -43,7 +43,7 @@ def train(ws: Path, seed: int, epochs: int | None) -> str:
     """A pipeline run of the default recipe (or at `epochs`); returns its registered version."""
     sets = ["--set", f"train.seed={seed}"] + (["--set", f"train.epochs={epochs}"] if epochs else [])
     wall = run_ganflow(ws, "pipeline", *sets, *KEEP_ALL)
-    version = json.loads((ws / ".ganflow" / "last_pipeline.json").read_text())["version"]
+    version = json.loads(run_paths(ws).last_pipeline.read_text())["version"]
     print(f"  seed {seed}, {'default epochs' if epochs is None else f'{epochs} epochs'}: version {version} "
           f"({wall:.0f} s)", flush=True)
     return version

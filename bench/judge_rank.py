@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.folders import photos
     from flows.data import stages
-    from flows.data.load import CLASSIFIER, load_split
+    from flows.data.load import CLASSIFIER_WEIGHTS, load_split
     from flows.evaluate import Evaluator
     from flows.params import Params
     from gan_core.classifier import SelfSupervisedJudge
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         # training adds. Its weights replace the trained ones on disk, so a second Evaluator scores with it.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(a.seed)
-            torch.save(SelfSupervisedJudge((3, SIZE, SIZE)).state_dict(), ws / CLASSIFIER / "classifier.pt")
+            torch.save(SelfSupervisedJudge((3, SIZE, SIZE)).state_dict(), ws / CLASSIFIER_WEIGHTS)
         ev_random = Evaluator(ws, "holdout")
         x_tr, _ = load_split(ws, "train")
         n = len(ev.ref_features)

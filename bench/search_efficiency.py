@@ -26,7 +26,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     __package__ = "bench"
 
-from bench.common import footer, make_workspace, run_ganflow, table  # noqa: E402
+from bench.common import footer, make_workspace, run_ganflow, run_paths, table  # noqa: E402
 
 SPACES = {
     "small": {"loss": {"grid": ["non-saturating", "hinge"]}, "optim.lr_g": {"grid": [5e-5, 2e-4, 8e-4]}},
@@ -43,7 +43,7 @@ def search(root: Path, scheduler: str, epochs: int, space: dict, grace: int = 2,
     wall = run_ganflow(ws, "tune", *[a for s in sets for a in ("--set", s)])
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{ws / '.ganflow' / 'mlflow.db'}")
+    client = MlflowClient(f"sqlite:///{run_paths(ws).mlflow_db}")
     exp = client.get_experiment_by_name("ganflow-digits")
     runs = client.search_runs([exp.experiment_id], "tags.`ganflow.trial_id` != ''", order_by=["attributes.end_time ASC"])
     trials = []

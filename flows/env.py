@@ -20,10 +20,18 @@ from flows.errors import UserError
 _RAY_TEMP_MAX = 36
 
 
+RUN_DIR = ".ganflow"  # the run directory's name in a workspace (GANFLOW_HOME may put it elsewhere)
+
+
 @dataclass(frozen=True)
 class RunPaths:
     workspace: Path
-    home: Path  # the run directory: .ganflow/ in the workspace unless GANFLOW_HOME says otherwise
+    home: Path  # the run directory: RUN_DIR in the workspace unless GANFLOW_HOME says otherwise
+
+    @property
+    def last_pipeline(self) -> Path:
+        """The last `ganflow pipeline`'s summary (JSON), for scripts and benchmarks."""
+        return self.home / "last_pipeline.json"
 
     @property
     def ray_results(self) -> Path:
@@ -53,7 +61,7 @@ class RunPaths:
 
 def configure(workspace: Path) -> RunPaths:
     workspace = workspace.resolve()
-    home = Path(os.environ.get("GANFLOW_HOME") or workspace / ".ganflow").resolve()
+    home = Path(os.environ.get("GANFLOW_HOME") or workspace / RUN_DIR).resolve()
     home.mkdir(parents=True, exist_ok=True)
     paths = RunPaths(workspace, home)
     defaults = {

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from flows.data.load import CLASSIFIER, load_classifier, load_manifest, load_split
+from flows.data.load import CLASSIFIER_INFO, load_classifier, load_manifest, load_split
 from gan_core import recipes
 from gan_core.classifier import predict_features
 from gan_core.images import save_comparison_png, save_pairs_png, save_scatter_png
@@ -62,7 +62,7 @@ def judge_protocol(workspace: Path, params) -> tuple[int, int]:
     """(num_samples, seed) of the final evaluation. The classifier stage freezes them in classifier.json
     beside the judge's weights, so every version it scores is drawn alike; params.eval's values are
     the fallback for a judge recorded before that."""
-    info = workspace / CLASSIFIER / "classifier.json"
+    info = workspace / CLASSIFIER_INFO
     frozen = json.loads(info.read_text()).get("eval", {}) if info.exists() else {}
     return int(frozen.get("num_samples", params.eval.num_samples)), int(frozen.get("seed", params.eval.seed))
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from flows.data.load import MANIFEST
 from flows.errors import UserError
 from gan_core import recipes
 from gan_core.augment import AugmentConfig
@@ -444,7 +445,6 @@ def training_set_size(workspace: Path, raw: dict[str, Any]) -> int | None:
     (prepare reports those)."""
     import zipfile
 
-    from flows.data.stages import PROCESSED  # stages imports this module
     from gan_core.data import IMAGE_EXTENSIONS
 
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
@@ -454,7 +454,7 @@ def training_set_size(workspace: Path, raw: dict[str, Any]) -> int | None:
         return None  # validate() names the field
     if d.is_points:
         return None
-    manifest = workspace / PROCESSED / "manifest.json"
+    manifest = workspace / MANIFEST
     if manifest.exists():
         m = json.loads(manifest.read_text())
         if (m.get("name"), m.get("source")) == (d.name, d.source or d.name):

@@ -19,7 +19,7 @@ from flows.params import Params
 from flows.evaluate import PRIMARY, evaluate, headline, meets_bar, render
 from flows.plots import training_curves
 from flows.conventions import completed
-from flows.data.load import CLASSIFIER, PROCESSED, load_manifest
+from flows.data.load import CLASSIFIER_INFO, MANIFEST, load_manifest
 from flows.errors import ServiceDown, TrainingDiverged, TrainingFailed, UserError
 from flows.logs import quiet_expected_tracebacks
 from flows.run.train import fit
@@ -108,14 +108,14 @@ def evaluate_task(paths: RunPaths, params: Params, outcome: TrainOutcome) -> dic
     }
     tracking.log_evaluation(outcome.identity.mlflow_run_id, metrics, images)
     tracking.MlflowClient().log_artifact(outcome.identity.mlflow_run_id,
-                                         str(paths.workspace / PROCESSED / "manifest.json"), "data")
+                                         str(paths.workspace / MANIFEST), "data")
     return metrics
 
 
 @task(name="register", cache_policy=NO_CACHE)
 def register_task(paths: RunPaths, params: Params, outcome: TrainOutcome, data_version: str, metrics: dict) -> str:
     manifest = load_manifest(paths.workspace)
-    evaluator = json.loads((paths.workspace / CLASSIFIER / "classifier.json").read_text())["evaluator_version"]
+    evaluator = json.loads((paths.workspace / CLASSIFIER_INFO).read_text())["evaluator_version"]
     tags = versions.VersionTags.of_run(
         data_version=data_version, config_hash=outcome.identity.training_hash,
         git_sha=tracking.git_sha(paths.workspace), ray_run=outcome.identity.name, evaluator_version=evaluator,
@@ -208,7 +208,7 @@ def _summary(paths, params, identity, data_version, version, metrics, timings, e
         "timings_s": timings,
         "images": str(paths.home / "runs" / identity.name),
     }
-    (paths.home / "last_pipeline.json").write_text(json.dumps(summary, indent=2))
+    paths.last_pipeline.write_text(json.dumps(summary, indent=2))
     return summary
 
 

@@ -12,6 +12,7 @@ from filelock import FileLock
 
 from flows import params as params_mod
 from flows.data import importer
+from flows.data.load import PROCESSED
 from flows.env import RunPaths
 from flows.errors import UserError
 
@@ -90,6 +91,6 @@ def data_version(workspace: Path) -> str:
         raise UserError(f"{lock} is missing: run the data stages first (`dvc repro`)")
     stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
     for out in stages.get("prepare", {}).get("outs", []):
-        if out.get("path") == "data/processed":
+        if out.get("path") == PROCESSED.as_posix():
             return out["md5"].removesuffix(".dir")
-    raise UserError(f"{lock} has no data/processed output: run `dvc repro`")
+    raise UserError(f"{lock} has no {PROCESSED} output: run `dvc repro`")

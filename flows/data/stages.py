@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from flows.data.importer import check_zip
-from flows.data.load import CLASSIFIER, PROCESSED, load_manifest, load_split, md5
+from flows.data.load import CLASSIFIER, CLASSIFIER_INFO, CLASSIFIER_WEIGHTS, MANIFEST, PROCESSED, load_manifest, \
+    load_split, md5, split_file
 from flows.errors import UserError
 from flows.params import Params
 from gan_core import classifier as clf
@@ -67,7 +68,7 @@ def prepare(params: Params, workspace: Path) -> dict:
     out = workspace / PROCESSED
     out.mkdir(parents=True, exist_ok=True)
     for name, (xs, ys) in splits.items():
-        torch.save({"x": xs.contiguous(), "y": ys.contiguous()}, out / f"{name}.pt")
+        torch.save({"x": xs.contiguous(), "y": ys.contiguous()}, workspace / split_file(name))
     k = len(class_names)
     manifest = {
         "name": d.name,
@@ -80,19 +81,19 @@ def prepare(params: Params, workspace: Path) -> dict:
         "classes": class_names,
         "class_histogram": {name: np.round(class_histogram(ys.numpy(), k), 4).tolist()
                             for name, (_, ys) in splits.items()},
-        "md5": {f"{name}.pt": md5(out / f"{name}.pt") for name in splits},
+        "md5": {split_file(name).name: md5(workspace / split_file(name)) for name in splits},
         "skipped": [{"file": f, "reason": r} for f, r in skipped],
     }
     if d.is_points:
         means, std = toy_modes(d.builtin)
         manifest["modes"] = {"means": means.tolist(), "std": std}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (workspace / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"prepared {d.name}: {len(x_tr)} train + {len(x_va)} validation + {len(x_ho)} holdout of shape "
           f"{tuple(x.shape[1:])}, {k} classes, {len(skipped)} files skipped")
     for f, r in skipped[:SHOW_SKIPPED]:  # all of them are in manifest.json (logged to MLflow)
         print(f"  skipped {f}: {r}")
     if len(skipped) > SHOW_SKIPPED:
-        print(f"  ... and {len(skipped) - SHOW_SKIPPED} more (see {PROCESSED / 'manifest.json'})")
+        print(f"  ... and {len(skipped) - SHOW_SKIPPED} more (see {MANIFEST})")
     return manifest
 
 
@@ -109,7 +110,7 @@ def train_classifier(params: Params, workspace: Path) -> dict:
     suffix = f"n{protocol['num_samples']}-s{protocol['seed']}"
     if manifest["kind"] == "points":
         info = {"kind": "points", "eval": protocol, "evaluator_version": f"modes-{manifest['name']}-v1-{suffix}"}
-        (out / "classifier.json").write_text(json.dumps(info, indent=2) + "\n")
+        (workspace / CLASSIFIER_INFO).write_text(json.dumps(info, indent=2) + "\n")
         return info
     x_tr, y_tr = load_split(workspace, "train")
     x_ho, y_ho = load_split(workspace, "holdout")
@@ -130,7 +131,7 @@ def train_classifier(params: Params, workspace: Path) -> dict:
         line = (f"judge: self-supervised features (rotation prediction + contrastive; the images carry no "
                 f"class labels), holdout rotation accuracy {judged['holdout_rotation_accuracy']:.3f} "
                 f"(chance {1 / clf.ROTATIONS:.2f})")
-    torch.save(model.state_dict(), out / "classifier.pt")
+    torch.save(model.state_dict(), workspace / CLASSIFIER_WEIGHTS)
     info = {
         "kind": "images",
         **judged,
@@ -140,9 +141,9 @@ def train_classifier(params: Params, workspace: Path) -> dict:
         "eval": protocol,
         # Scores are comparable only when made by the same evaluator: its weights' hash (and the
         # protocol) name it.
-        "evaluator_version": hashlib.md5(f"{md5(out / 'classifier.pt')}|{suffix}".encode()).hexdigest()[:12],
+        "evaluator_version": hashlib.md5(f"{md5(workspace / CLASSIFIER_WEIGHTS)}|{suffix}".encode()).hexdigest()[:12],
     }
-    (out / "classifier.json").write_text(json.dumps(info, indent=2) + "\n")
+    (workspace / CLASSIFIER_INFO).write_text(json.dumps(info, indent=2) + "\n")
     print(f"{line} (evaluator {info['evaluator_version']})")
     return info
 

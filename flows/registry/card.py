@@ -9,6 +9,8 @@ import re
 import time
 from collections.abc import Mapping
 
+from flows.data.load import PROCESSED
+
 PROMOTION = "**Promotion**"
 
 
@@ -25,7 +27,7 @@ def version_card(name: str, version: str, *, dataset: str, kind: str, shape: lis
         "| | |",
         "| --- | --- |",
         f"| data | {dataset}: {what}, {counts.get('train', 0)} training items{labels} |",
-        f"| data version | `{data_version}` (DVC md5 of data/processed) |",
+        f"| data version | `{data_version}` (DVC md5 of {PROCESSED}) |",
         f"| recipe | `{recipe}`: {recipe_line} |",
         f"| scored on | the holdout ({counts.get('holdout', 0)} items), evaluator `{evaluator_version}` |",
         f"| samples | `runs:/{run_id}/images/samples.png` (beside real holdout images; the run's Artifacts tab) |",

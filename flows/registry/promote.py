@@ -515,20 +515,19 @@ class _Gauge:
 
     def __init__(self, client, name: str, paths: RunPaths, params: Params, seeds: list[int] | None = None):
         from flows import evaluate as ev
-        from flows.data.load import CLASSIFIER, PROCESSED, load_manifest
+        from flows.data.load import CLASSIFIER, CLASSIFIER_INFO, MANIFEST, PROCESSED, load_manifest
 
         ws = paths.workspace
-        info = ws / CLASSIFIER / "classifier.json"
-        if not (ws / PROCESSED / "manifest.json").exists() or not info.exists():
+        if not (ws / MANIFEST).exists() or not (ws / CLASSIFIER_INFO).exists():
             raise UserError(f"the gate measures {name!r}'s versions on the workspace's holdout, and {ws} has no "
-                            "prepared data (data/processed and data/classifier): run `ganflow prepare` first")
+                            f"prepared data ({PROCESSED} and {CLASSIFIER}): run `ganflow prepare` first")
         self.client, self.name = client, name
         manifest = load_manifest(ws)
         if manifest.get("name") != params.data.name:  # e.g. prepared by a one-off `--set data.name=...` run
             raise UserError(f"the gate measures on the holdout of {params.data.name}, and the prepared data in {ws} "
                             f"is {manifest.get('name')} (a run's --set left it): run `ganflow prepare` first")
         self.metric = ev.PRIMARY[manifest["kind"]]
-        self.evaluator_version = json.loads(info.read_text())["evaluator_version"]
+        self.evaluator_version = json.loads((ws / CLASSIFIER_INFO).read_text())["evaluator_version"]
         self.data_version = _data_version(ws, manifest)
         self.evaluator = ev.Evaluator(ws, split="holdout")  # holdout features computed once, for both models
         self.samples = ev.judge_protocol(ws, params)[0]  # the sample count frozen with the judge

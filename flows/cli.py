@@ -480,8 +480,21 @@ def _stop_group(proc) -> None:
 
 
 def main() -> None:
+    # Typer 0.29 vendors its own Click: its usage errors are these, not click's.
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+
     try:
-        app()
+        code = app(standalone_mode=False)  # Click's own errors reach the handlers below, not its boxed printout
+    except NoArgsIsHelpError as exc:  # `ganflow` alone (or a group alone): its help, as before
+        print(exc.ctx.get_help() if exc.ctx else exc.format_message())
+        sys.exit(2)
+    except UsageError as exc:  # `ganflow trian`, `-n -5`: one line, as ganflow's own errors
+        command = exc.ctx.command_path if exc.ctx else "ganflow"
+        print(f"ganflow: error: {exc.format_message()} (see `{command} --help`)", file=sys.stderr)
+        sys.exit(2)
+    except typer.Abort:  # end of input at a prompt (Ctrl-C is typer.Exit(130), returned as the code)
+        print("ganflow: aborted", file=sys.stderr)
+        sys.exit(1)
     except UserError as exc:
         print(f"ganflow: error: {servers.redact_text(str(exc))}", file=sys.stderr)
         sys.exit(2)
@@ -489,6 +502,9 @@ def main() -> None:
         print(f"ganflow: {servers.redact_text(str(exc))}\n  (the MLflow run is marked FAILED with the reason; "
               "nothing was registered)", file=sys.stderr)
         sys.exit(1)
+    # Outside standalone mode Click returns typer.Exit's / ctx.exit's code instead of exiting: exit with it
+    # (entry() reads the status from SystemExit).
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 _exit_status = {"code": 1}  # what the process exits with unless entry() learns otherwise

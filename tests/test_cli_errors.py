@@ -136,3 +136,17 @@ def test_ganflow_version_prints_the_installed_version_and_writes_nothing(tmp_pat
                           timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == f"ganflow {version('ganflow')}", proc.stderr[-2000:]
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["trian"], "No such command 'trian'. (see `ganflow --help`)"),
+    (["sample", "-n", "-5", "--model", "m", "--out", "a.png"], "Invalid value for '-n'"),
+    (["promote", "--bogus"], "No such option: --bogus (see `ganflow promote --help`)"),
+])
+def test_click_usage_errors_are_one_line_like_ganflows_own(tmp_path, args, needle):
+    # Click's own errors (unknown command or option, a value out of range) in ganflow's style: one line
+    # naming the problem and where the help is, exit 2, no boxed block.
+    proc = subprocess.run([str(BIN / "ganflow"), *args], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.startswith("ganflow: error: "), proc.stderr[-2000:]
+    assert needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-2000:]
+    assert "╭" not in proc.stderr + proc.stdout and "Traceback" not in proc.stderr

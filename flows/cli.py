@@ -121,8 +121,11 @@ def _print_summary(s: dict, paths, wall: float) -> None:
     bindir = Path(sys.executable).parent
     what = "Unchanged: still" if s["skipped"] else "Registered"
     print(f"\n{what} {s['model_name']} version {s['version']}: {s['model_uri']}  ({wall:.0f} s)")
+    from flows.data.load import load_manifest
+
     recipe = RECIPES.get(s.get("recipe") or "")
-    print(f"  {headline(s['metrics'], recipe.bar if recipe else None)}")
+    kind = recipe.kind if recipe else load_manifest(paths.workspace)["kind"]
+    print(f"  {headline(s['metrics'], kind, recipe.bar if recipe else None)}")
     if recipe:
         print(f"  recipe: {recipe.name} ({recipe.summary})")
     trained = "no training needed" if s["skipped"] else \

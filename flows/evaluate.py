@@ -232,10 +232,9 @@ def _describe_bar(bar: Mapping[str, float]) -> str:
     return ", ".join(parts)
 
 
-def headline(metrics: Mapping[str, float], bar: Mapping[str, float] | None = None) -> str:
-    """What a person reads first: whether the generator meets `bar` (default: DEFAULT_BAR for its kind)
-    and why not, then the numbers behind it."""
-    kind = "points" if "modes" in metrics else "images"
+def headline(metrics: Mapping[str, float], kind: recipes.DataKind, bar: Mapping[str, float] | None = None) -> str:
+    """What a person reads first: whether the generator meets `bar` (default: DEFAULT_BAR for the data
+    `kind`, the manifest's) and why not, then the numbers behind it."""
     bar = DEFAULT_BAR[kind] if bar is None else bar
     ok, misses = meets_bar(metrics, bar)
     measured = {k: v for k, v in bar.items() if _bar_value(metrics, k) is not None}

@@ -97,8 +97,9 @@ def tune_task(paths: RunPaths, params: Params, raw: dict, data_version: str, tag
 def evaluate_task(paths: RunPaths, params: Params, outcome: TrainOutcome) -> dict[str, float]:
     G = generator_from_state(outcome.state)
     metrics, samples = evaluate(G, params, paths.workspace)
-    bar = RECIPES[params.recipe].bar
-    print(headline(metrics, bar))
+    recipe = RECIPES[params.recipe]
+    bar = recipe.bar
+    print(headline(metrics, recipe.kind, bar))
     tracking.log_verdict(outcome.identity.mlflow_run_id, *meets_bar(metrics, bar))
     out = paths.home / "runs" / outcome.identity.name
     out.mkdir(parents=True, exist_ok=True)
@@ -160,7 +161,8 @@ def _write_cards(params: Params, manifest: dict, version: str, tags, metrics: di
     client.update_model_version(params.model_name, version, description=card.version_card(
         params.model_name, version, dataset=params.data.name, kind=manifest["kind"], shape=manifest["shape"],
         counts=manifest["counts"], classes=manifest["classes"], data_version=tags.data_version,
-        recipe=params.recipe, recipe_line=recipe_line, headline=headline(metrics, RECIPES[params.recipe].bar),
+        recipe=params.recipe, recipe_line=recipe_line,
+        headline=headline(metrics, manifest["kind"], RECIPES[params.recipe].bar),
         run_id=run_id, ray_run=tags.ray_run, git_sha=tags.git_sha, evaluator_version=tags.evaluator_version))
     client.update_registered_model(params.model_name, description=card.model_description(
         params.model_name, params.data.name, manifest["kind"], manifest["shape"], model.conditional,

@@ -109,16 +109,16 @@ def test_meets_bar_gives_the_reasons_it_misses():
 
 
 def test_headline_says_plainly_whether_the_bar_is_met():
-    line = headline(IMAGES, {"fd_ratio": 2.0, "class_coverage": 1.0})
+    line = headline(IMAGES, "images", {"fd_ratio": 2.0, "class_coverage": 1.0})
     assert line.startswith("Meets the bar (Frechet ratio <= 2, every class)")
     assert "KID x1000 4.2" in line and "memorisation 0.04" in line and "classes covered 10/10" in line
-    assert headline({**IMAGES, "fd_ratio": 3.0}).startswith("Misses the bar: Frechet ratio 3 > 2")
+    assert headline({**IMAGES, "fd_ratio": 3.0}, "images").startswith("Misses the bar: Frechet ratio 3 > 2")
     unlabelled = {k: v for k, v in IMAGES.items() if k not in ("class_coverage", "class_kl")} | {"num_classes": 1.0}
-    line = headline(unlabelled)
+    line = headline(unlabelled, "images")
     assert "class coverage not measured" in line and "1/1" not in line and line.startswith("Meets the bar")
     old = {k: v for k, v in IMAGES.items() if not k.startswith(("memorisation", "reference"))}  # an older score
-    assert "(memorisation not measured)" in headline(old)
-    points = headline({"modes": 8.0, "num_modes": 8.0, "high_quality": 0.99, "reverse_kl": 0.01})
+    assert "(memorisation not measured)" in headline(old, "images")
+    points = headline({"modes": 8.0, "num_modes": 8.0, "high_quality": 0.99, "reverse_kl": 0.01}, "points")
     assert points.startswith("Meets the bar (every mode, high-quality share >= 0.97, reverse KL <= 0.05)")
 
 
@@ -192,7 +192,7 @@ def test_the_ratio_of_more_samples_than_training_images_averages_chunks_that_cov
 def test_unlabelled_judge_reports_no_class_coverage_and_the_protocol_is_frozen_with_it(tmp_path):
     ws = _small_workspace(tmp_path, judge={"labelled": False, "eval": {"num_samples": 300, "seed": 7}})
     metrics, _ = Evaluator(ws).measure(Replay(load_split(ws, "val")[0]), 100, seed=0)
-    assert "class_coverage" not in metrics and "class coverage not measured" in headline(metrics)
+    assert "class_coverage" not in metrics and "class coverage not measured" in headline(metrics, "images")
     assert judge_protocol(ws, Params()) == (300, 7)  # not params.eval's 2500 / 1234
     (ws / CLASSIFIER / "classifier.json").write_text(json.dumps({"kind": "images"}))
     assert judge_protocol(ws, Params()) == (2500, 1234)

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import secrets
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -84,6 +85,8 @@ def configure(workspace: Path) -> RunPaths:
         "DVC_SITE_CACHE_DIR": str(home / "dvc-site-cache"),
         "GIT_PYTHON_REFRESH": "quiet",
     }
+    if not sys.stdout.isatty():
+        defaults["RAY_COLOR_PREFIX"] = "0"  # Ray's worker-line prefixes: no escape codes in a log file
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
     if Path(os.environ["PREFECT_HOME"]).resolve().is_relative_to(home):  # a PREFECT_HOME of the user's: theirs

@@ -104,3 +104,11 @@ def test_split_is_deterministic_and_stratified():
     # disjoint: no holdout image appears in train
     flat_t = {tuple(r) for r in xt.flatten(1).tolist()}
     assert sum(tuple(r) in flat_t for r in xh.flatten(1).tolist()) < 5  # digits has a few exact duplicates
+
+
+def test_dvc_advice_that_ganflow_follows_is_not_repeated():
+    from flows.data.dvc import PUSH_ADVICE, without_advice
+
+    out = "Running stage 'prepare':\nUpdating lock file 'dvc.lock'\n" + PUSH_ADVICE + "\n"
+    assert PUSH_ADVICE not in without_advice(out, pushed=True) and "Updating lock file" in without_advice(out, True)
+    assert PUSH_ADVICE in without_advice(out, pushed=False)  # not pushed: the advice stands

@@ -32,6 +32,7 @@ def test_pipeline_end_to_end_registers_a_loadable_generator(fresh_workspace):
     assert "estimate: about " in proc.stdout + proc.stderr
     assert "Add type hints" not in proc.stdout + proc.stderr  # the pyfunc is typed: MLflow has nothing to ask
     assert "\x1b[" not in proc.stdout + proc.stderr  # not a terminal: no colour codes (Ray's worker prefixes)
+    assert "Use `dvc push`" not in proc.stdout  # ganflow pushed: DVC's advice to is not repeated
 
     # DVC versioned the data and pushed it to the local remote under the run dir.
     lock = yaml.safe_load((workspace / "dvc.lock").read_text())

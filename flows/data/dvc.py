@@ -59,10 +59,18 @@ def repro(paths: RunPaths, overrides: list[str] | None = None, push: bool = True
     with FileLock(str(paths.home / "dvc-repro.lock")):
         raw = params_mod.write_run_params(paths.workspace, overrides or [])
         proc = _dvc(paths, "repro")
-        print(proc.stdout.strip())
+        print(without_advice(proc.stdout, pushed=push).strip())
         if push:
             _dvc(paths, "push", "-q")
     return data_version(paths.workspace), raw
+
+
+PUSH_ADVICE = "Use `dvc push` to send your updates to remote storage."
+
+
+def without_advice(output: str, pushed: bool) -> str:
+    """`dvc repro`'s output without the advice ganflow follows itself: it pushes right after (`pushed`)."""
+    return "\n".join(line for line in output.splitlines() if not (pushed and line.strip() == PUSH_ADVICE))
 
 
 def _check_reach(workspace: Path, overrides: list[str]) -> None:

@@ -22,7 +22,6 @@ stage_app = typer.Typer(help="DVC stage commands (dvc.yaml runs these).", no_arg
 app.add_typer(stage_app, name="stage")
 
 
-
 def _print_version(asked: bool) -> None:
     if asked:
         from importlib.metadata import version
@@ -115,14 +114,13 @@ def _prefect_server_pids() -> list[int]:
 
 
 def _print_summary(s: dict, paths, wall: float) -> None:
+    from flows.data.load import load_manifest
     from flows.evaluate import headline
     from gan_core.recipes import RECIPES
 
     bindir = Path(sys.executable).parent
     what = "Unchanged: still" if s["skipped"] else "Registered"
     print(f"\n{what} {s['model_name']} version {s['version']}: {s['model_uri']}  ({wall:.0f} s)")
-    from flows.data.load import load_manifest
-
     recipe = RECIPES.get(s.get("recipe") or "")
     kind = recipe.kind if recipe else load_manifest(paths.workspace)["kind"]
     print(f"  {headline(s['metrics'], kind, recipe.bar if recipe else None)}")
